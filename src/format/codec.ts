@@ -1,0 +1,294 @@
+/**
+ * Incremental, synchronous encoder and decoder state for one stream. The layouts
+ * live in layout.ts; this module adds the stream-level rules: header first, volume
+ * declarations before sequenced records, seq +1 each record, time never going
+ * backwards, the running digest and the END trailer. The Node stream Transforms in
+ * streams.ts and the journal store both build on these two classes.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { DrError } from '../errors.js';
+import {
+  HEADER_SIZE, RECORD_HEADER_SIZE, decodeHeader, decodePayload, decodeRecordHeader, encodeHeader, encodeRecord,
+  recordCrcMatches, type EndRecord, type RecordHeader, type SequencedRecord, type StreamHeader, type StreamRecord,
+  type VolumeRecord, RecordType, IGNORABLE_BIT,
+} from './layout.js';
+
+/** A sequenced record as given to the writer: seq and time may be left for it to fill. */
+export type RecordInput = SequencedRecord extends infer R
+  ? R extends SequencedRecord ? Omit<R, 'seq' | 'time'> & { seq?: number; time?: number } : never
+  : never;
+
+export function nowMicros(): number {
+  return Date.now() * 1000;
+}
+
+export interface WriterOptions {
+  groupId: Buffer;
+  firstSeq: number;
+  created?: number;
+  compatFeatures?: number;
+}
+
+/** Produces the bytes of one stream, record by record, keeping the trailer's counts and digest. */
+export class StreamWriter {
+  readonly header: StreamHeader;
+  private digest: Hash = createHash('sha256');
+  private volumeCount = 0;
+  private sequenced = false;
+  /** records written so far (volumes included, END excluded) */
+  recordCount = 0;
+  /** bytes written so far */
+  byteCount = 0;
+  /** seq the next sequenced record gets */
+  nextSeq: number;
+  lastTime = 0;
+  ended = false;
+
+  constructor(opts: WriterOptions) {
+    this.header = {
+      type: 'header',
+      groupId: opts.groupId,
+      firstSeq: opts.firstSeq,
+      created: opts.created ?? nowMicros(),
+      compatFeatures: opts.compatFeatures ?? 0,
+    };
+    this.nextSeq = opts.firstSeq;
+  }
+
+  get lastSeq(): number {
+    return this.nextSeq - 1;
+  }
+
+  /** The 64-byte stream header: always the first bytes of the stream. */
+  start(): Buffer {
+    const b = encodeHeader(this.header);
+    this.account(b, b);
+    return b;
+  }
+
+  volume(v: Omit<VolumeRecord, 'type' | 'seq' | 'time' | 'index'> & { time?: number }): Buffer[] {
+    if (this.sequenced) throw new DrError('DR_BAD_RECORD', 'volumes must be declared before the first sequenced record');
+    const rec: VolumeRecord = { ...v, type: 'volume', seq: 0, index: this.volumeCount, time: v.time ?? this.header.created };
+    const parts = encodeRecord(rec);
+    this.volumeCount++;
+    this.emitted(parts);
+    return parts;
+  }
+
+  /** Encode a sequenced record; fills seq and time (never earlier than the last) when absent. */
+  record(input: RecordInput): { record: SequencedRecord; parts: Buffer[] } {
+    if (this.ended) throw new DrError('DR_BAD_RECORD', 'record after END');
+    const seq = input.seq ?? this.nextSeq;
+    if (seq !== this.nextSeq) throw new DrError('DR_SEQ_ORDER', `seq ${seq} given where ${this.nextSeq} was next`);
+    const time = Math.max(input.time ?? nowMicros(), this.lastTime);
+    const record = { ...input, seq, time } as SequencedRecord;
+    const parts = encodeRecord(record);
+    this.sequenced = true;
+    this.nextSeq++;
+    this.lastTime = time;
+    this.emitted(parts);
+    return { record, parts };
+  }
+
+  /** The END trailer. */
+  end(time?: number): Buffer[] {
+    const rec: EndRecord = {
+      type: 'end', seq: 0, time: Math.max(time ?? nowMicros(), this.lastTime),
+      recordCount: this.recordCount, byteCount: this.byteCount, digest: this.digest.digest(),
+    };
+    this.ended = true;
+    const parts = encodeRecord(rec);
+    for (const p of parts) this.byteCount += p.length;
+    return parts;
+  }
+
+  private emitted(parts: Buffer[]): void {
+    this.recordCount++;
+    const [header] = parts as [Buffer];
+    this.account(header, header);
+    for (let i = 1; i < parts.length; i++) this.byteCount += parts[i]!.length;
+  }
+
+  private account(digested: Buffer, counted: Buffer): void {
+    this.digest.update(digested);
+    this.byteCount += counted.length;
+  }
+}
+
+export interface ParserOptions {
+  /** volumes to assume already declared (a journal segment continues a store's volumes) */
+  volumes?: VolumeRecord[];
+  /** skip the running digest (readers that do not need to check the trailer) */
+  noDigest?: boolean;
+}
+
+/** Decoded item: the header first, then records. */
+export type StreamItem = StreamHeader | StreamRecord;
+
+/**
+ * Incremental decoder. Feed chunks of any size with push(); it returns every item
+ * completed by that chunk. Errors are DrErrors naming the byte offset of the record
+ * at fault and the last good seq. finish() checks that the stream was complete.
+ */
+export class StreamParser {
+  header: StreamHeader | null = null;
+  readonly volumes: VolumeRecord[];
+  /** seq of the last sequenced record decoded, 0 if none */
+  lastSeq = 0;
+  lastTime = 0;
+  ended = false;
+  /** bytes consumed, i.e. the offset of the next record */
+  offset = 0;
+  recordCount = 0;
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private pendingHeader: RecordHeader | null = null;
+  private pendingHeaderBytes: Buffer | null = null;
+  private digest: Hash | null;
+  private sawSequenced = false;
+  private failed: DrError | null = null;
+
+  constructor(opts: ParserOptions = {}) {
+    this.volumes = opts.volumes ? [...opts.volumes] : [];
+    this.digest = opts.noDigest ? null : createHash('sha256');
+  }
+
+  /** Bytes received but not yet part of a complete record. */
+  get pendingBytes(): number {
+    return this.buffered;
+  }
+
+  /** Items decoded before an error are left in `out`, so callers can use the valid prefix. */
+  push(chunk: Buffer, out: StreamItem[] = []): StreamItem[] {
+    if (this.failed) throw this.failed;
+    if (chunk.length === 0) return out;
+    if (this.ended) throw this.fail(new DrError('DR_TRAILING_DATA', 'data after the END record'), this.offset);
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    try {
+      this.drain(out);
+    } catch (err) {
+      if (err instanceof DrError && !this.failed) throw this.fail(err, this.offset);
+      throw err;
+    }
+    return out;
+  }
+
+  /** Call at end of input: throws DR_TRUNCATED unless the stream ended with a valid END. */
+  finish(): void {
+    if (this.failed) throw this.failed;
+    if (this.ended) return;
+    const where = this.header === null ? 'stream header' : this.buffered > 0 ? 'record' : 'END trailer';
+    const what = this.buffered > 0 || this.header === null ? `truncated ${where}` : 'stream ends without its END trailer';
+    throw this.fail(new DrError('DR_TRUNCATED', what), this.offset);
+  }
+
+  private fail(err: DrError, offset: number): DrError {
+    const at = err.detail.offset !== undefined ? offset + err.detail.offset : offset;
+    const e = new DrError(err.code, `${err.message} at byte ${at} (last good seq ${this.lastSeq})`, {
+      ...err.detail, offset: at, lastGoodSeq: this.lastSeq,
+    });
+    this.failed = e;
+    return e;
+  }
+
+  private take(n: number): Buffer {
+    const first = this.chunks[0]!;
+    let out: Buffer;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let filled = 0;
+      while (filled < n) {
+        const c = this.chunks[0]!;
+        const need = n - filled;
+        if (c.length <= need) {
+          c.copy(out, filled);
+          filled += c.length;
+          this.chunks.shift();
+        } else {
+          c.copy(out, filled, 0, need);
+          this.chunks[0] = c.subarray(need);
+          filled = n;
+        }
+      }
+    }
+    this.buffered -= n;
+    return out;
+  }
+
+  private drain(out: StreamItem[]): void {
+    if (this.header === null) {
+      // Check the magic as soon as it can be seen, so a wrong input fails early.
+      if (this.buffered < HEADER_SIZE) {
+        const head = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+        const magic = Buffer.from([0x89, 0x44, 0x52, 0x4a, 0x0d, 0x0a, 0x1a, 0x0a]);
+        if (!magic.subarray(0, Math.min(8, head.length)).equals(head.subarray(0, Math.min(8, head.length)))) {
+          throw new DrError('DR_BAD_MAGIC', 'not a drkit journal stream (bad magic)');
+        }
+        return;
+      }
+      const hb = this.take(HEADER_SIZE);
+      this.header = decodeHeader(hb);
+      this.digest?.update(hb);
+      this.offset = HEADER_SIZE;
+      this.lastSeq = this.header.firstSeq - 1;
+      out.push(this.header);
+    }
+    for (;;) {
+      if (this.pendingHeader === null) {
+        if (this.buffered < RECORD_HEADER_SIZE) return;
+        const hb = this.take(RECORD_HEADER_SIZE);
+        this.pendingHeaderBytes = hb;
+        this.pendingHeader = decodeRecordHeader(hb);
+        this.checkOrder(this.pendingHeader);
+      }
+      const h = this.pendingHeader;
+      if (this.buffered < h.payloadLength) return;
+      const payload = h.payloadLength === 0 ? Buffer.alloc(0) : this.take(h.payloadLength);
+      const hb = this.pendingHeaderBytes!;
+      if (!recordCrcMatches(hb, h, [payload])) throw new DrError('DR_BAD_CHECKSUM', `record checksum mismatch (seq ${h.seq})`);
+      const rec = decodePayload(h, payload, this.volumes);
+      if (rec.type === 'end') this.checkEnd(rec);
+      this.digest?.update(hb);
+      this.pendingHeader = null;
+      this.pendingHeaderBytes = null;
+      this.offset += RECORD_HEADER_SIZE + h.payloadLength;
+      if (rec.type === 'volume') this.volumes.push(rec);
+      else if (rec.type !== 'end') {
+        this.lastSeq = rec.seq;
+        this.lastTime = rec.time;
+        this.sawSequenced = true;
+      }
+      if (rec.type === 'end') this.ended = true;
+      else this.recordCount++;
+      out.push(rec);
+      if (this.ended) {
+        if (this.buffered > 0) throw new DrError('DR_TRAILING_DATA', 'data after the END record');
+        return;
+      }
+    }
+  }
+
+  /** Checks that need only the header, so a bad seq is refused before its payload is read. */
+  private checkOrder(h: RecordHeader): void {
+    const type = h.code & ~IGNORABLE_BIT;
+    const unsequenced = h.code === RecordType.VOLUME || h.code === RecordType.END;
+    if (unsequenced) {
+      if (h.seq !== 0) throw new DrError('DR_SEQ_ORDER', `${type === RecordType.END ? 'END' : 'VOLUME'} record with seq ${h.seq} (must be 0)`);
+      if (h.code === RecordType.VOLUME && this.sawSequenced) throw new DrError('DR_BAD_RECORD', 'VOLUME record after the first sequenced record');
+      return;
+    }
+    if (h.seq !== this.lastSeq + 1) throw new DrError('DR_SEQ_ORDER', `seq ${h.seq} follows ${this.lastSeq} (must be ${this.lastSeq + 1})`);
+    if (h.time < this.lastTime) throw new DrError('DR_TIME_ORDER', `time of seq ${h.seq} goes backwards`);
+  }
+
+  private checkEnd(end: EndRecord): void {
+    if (end.recordCount !== this.recordCount) throw new DrError('DR_TRAILER_MISMATCH', `END counts ${end.recordCount} records, stream has ${this.recordCount}`);
+    if (end.byteCount !== this.offset) throw new DrError('DR_TRAILER_MISMATCH', `END counts ${end.byteCount} bytes, stream has ${this.offset}`);
+    if (this.digest && !this.digest.copy().digest().equals(end.digest)) throw new DrError('DR_TRAILER_MISMATCH', 'END digest does not match the stream');
+  }
+}

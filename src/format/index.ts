@@ -1,0 +1,3 @@
+export * from './layout.js';
+export * from './codec.js';
+export * from './streams.js';
