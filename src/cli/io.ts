@@ -1,5 +1,5 @@
 /** Opening inputs and outputs named on the command line, with errors that name them. */
-import { createReadStream, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { fromSystemError } from '../errors.js';
 
@@ -8,7 +8,7 @@ export async function openInput(path: string | undefined): Promise<{ stream: Rea
   if (path === undefined || path === '-') return { stream: process.stdin, name: 'standard input' };
   try {
     const fh = await fsp.open(path, 'r');
-    return { stream: createReadStream('', { fd: fh.fd, highWaterMark: 1 << 20 }), name: path };
+    return { stream: fh.createReadStream({ highWaterMark: 1 << 20 }), name: path };
   } catch (err) {
     throw fromSystemError(err, `cannot open ${path}`);
   }
