@@ -1,0 +1,232 @@
+/**
+ * One run of `dr-tap nbd`: open the backing stores and the journal (a store
+ * directory, or a stream on standard output continued with a state file), serve
+ * the exports, record baselines and signatures, answer the control socket, and on
+ * SIGINT/SIGTERM stop cleanly: stop accepting, finish what is in flight, flush,
+ * write the trailer.
+ */
+import fs from 'node:fs';
+import { DrError, fromSystemError } from '../errors.js';
+import { checkVolumeName, idToString, isPowerOfTwo, LIMITS, newId } from '../format/layout.js';
+import type { Logger } from '../cli/log.js';
+import { createProgress } from '../cli/progress.js';
+import { formatBytes } from '../cli/units.js';
+import { ControlServer } from './control.js';
+import { StoreSink, StreamSink, openStore, type JournalSink, type VolumeDecl } from './journal-sink.js';
+import { NbdServer } from './server.js';
+import { Tap, openBacking, type BackingVolume } from './tap.js';
+import { readTapState, writeTapState, type TapState } from './tap-state.js';
+
+export interface TapOptions {
+  exports: Array<{ name: string; path: string }>;
+  socket?: string;
+  port?: number;
+  host: string;
+  journal?: string;
+  state?: string;
+  control?: string;
+  blockSize?: number;
+  signEveryMs?: number;
+  log: Logger;
+  json: boolean;
+  /** one JSON document for machine output (stdout when it is free, else stderr) */
+  emit: (obj: Record<string, unknown>) => void;
+  signal: AbortSignal;
+}
+
+export function parseExport(spec: string): { name: string; path: string } {
+  const eq = spec.indexOf('=');
+  if (eq <= 0 || eq === spec.length - 1) throw new DrError('DR_USAGE', `bad --export ${JSON.stringify(spec)}: use NAME=PATH`);
+  const name = spec.slice(0, eq);
+  try {
+    checkVolumeName(name);
+  } catch (err) {
+    throw new DrError('DR_USAGE', `--export ${spec}: ${(err as Error).message}`);
+  }
+  return { name, path: spec.slice(eq + 1) };
+}
+
+export async function runNbdTap(o: TapOptions): Promise<number> {
+  const { log } = o;
+  if (o.exports.length === 0) throw new DrError('DR_USAGE', 'name at least one --export NAME=PATH');
+  const names = new Set<string>();
+  for (const e of o.exports) {
+    if (names.has(e.name)) throw new DrError('DR_USAGE', `export ${e.name} named twice`);
+    names.add(e.name);
+  }
+  if (o.blockSize !== undefined && (!isPowerOfTwo(o.blockSize) || o.blockSize < LIMITS.minBlockSize || o.blockSize > LIMITS.maxBlockSize)) {
+    throw new DrError('DR_USAGE', `--block-size ${o.blockSize}: must be a power of two from 512 to 1M`);
+  }
+  if (o.journal && o.state) throw new DrError('DR_USAGE', '--state is for a stream on standard output; a --journal directory keeps its own state');
+  if (!o.journal && process.stdout.isTTY) throw new DrError('DR_USAGE', 'the journal stream would go to a terminal: redirect standard output or use --journal DIR');
+
+  // ---- journal identity: group, next seq, volume ids, which volumes need a baseline
+  const volumes: BackingVolume[] = [];
+  const needBaseline: boolean[] = [];
+  let sink: JournalSink;
+  let state: TapState | null = null;
+  try {
+    if (o.journal) {
+      const store = await openStore(o.journal, log);
+      const known = store.volumes;
+      const marks = new Set(store.marks().map((m) => m.name));
+      o.exports.forEach((e, i) => {
+        const prev = known.find((v) => v.name === e.name);
+        const v = openBacking(e.name, e.path, i, o.blockSize ?? prev?.blockSize ?? 4096, prev?.id ?? newId());
+        volumes.push(v);
+        if (prev && prev.size !== v.size) {
+          throw new DrError('DR_VOLUME_MISMATCH', `volume ${e.name} is ${prev.size} bytes in journal ${o.journal} but ${e.path} is ${v.size} bytes`);
+        }
+        needBaseline.push(!prev || !marks.has(`baseline:${e.name}`));
+      });
+      sink = await StoreSink.open(store, o.journal, { groupId: store.groupId ?? newId(), volumes: volumes.map(decl) }).catch(async (err) => {
+        await store.close().catch(() => undefined);
+        throw err;
+      });
+    } else {
+      state = o.state ? readTapState(o.state) : null;
+      if (state && !state.clean) {
+        log.warn(`state file ${o.state}: the previous run did not stop cleanly; continuing at seq ${state.nextSeq} (a reader that already has later records refuses them)`);
+      }
+      o.exports.forEach((e, i) => {
+        const prev = state?.volumes.find((v) => v.name === e.name);
+        const v = openBacking(e.name, e.path, i, o.blockSize ?? prev?.blockSize ?? 4096, prev?.id ?? newId());
+        volumes.push(v);
+        if (prev && (prev.size !== v.size || prev.blockSize !== v.blockSize)) {
+          throw new DrError('DR_VOLUME_MISMATCH', `volume ${e.name} was ${prev.size} bytes (block ${prev.blockSize}) in the last run, ${e.path} is ${v.size} bytes (block ${v.blockSize})`);
+        }
+        needBaseline.push(!prev?.baselined);
+      });
+      sink = new StreamSink(1, 'standard output', { groupId: state?.groupId ?? newId(), firstSeq: state?.nextSeq ?? 1, volumes: volumes.map(decl) });
+    }
+  } catch (err) {
+    for (const v of volumes) fs.closeSync(v.fd);
+    throw err;
+  }
+
+  const tap = new Tap(volumes, sink, log);
+  volumes.forEach((v, i) => {
+    if (needBaseline[i]) tap.needBaseline(v);
+  });
+  const saveState = (clean: boolean) => {
+    if (!o.state) return;
+    writeTapState(o.state, {
+      groupId: sink.groupId,
+      nextSeq: sink.nextSeq,
+      clean,
+      volumes: volumes.map((v) => ({ ...decl(v), baselined: !v.baseline || v.baselineDone === v.baseline.length })),
+    }, clean);
+  };
+  saveState(false);
+
+  const server = new NbdServer({ exports: volumes.map((v) => tap.exportOf(v)), log, multiConn: true });
+  const control = new ControlServer(tap, server, log);
+  const stop = new AbortController();
+  let failure: DrError | null = null;
+  tap.onFatal = (e) => {
+    log.error(`${e.message}; stopping`, e.code);
+    failure = e;
+    stop.abort();
+  };
+  const onSignal = () => stop.abort();
+  o.signal.addEventListener('abort', onSignal);
+
+  let where: string;
+  try {
+    if (o.socket) {
+      await server.listenUnix(o.socket);
+      where = `unix:${o.socket}`;
+    } else {
+      const port = await server.listenTcp(o.port ?? 10809, o.host);
+      where = `${o.host}:${port}`;
+    }
+    if (o.control) await control.listen(o.control);
+  } catch (err) {
+    await server.close();
+    tap.closeBacking();
+    throw err;
+  }
+  const journalWhat = o.journal ? `journal ${o.journal}` : 'standard output';
+  log.info(`serving ${volumes.map((v) => `${v.name} (${formatBytes(v.size)})`).join(', ')} on ${where}, journal to ${journalWhat}, group ${idToString(sink.groupId)}, next seq ${sink.nextSeq}`);
+  if (o.json) o.emit({ event: 'listening', address: where, group: idToString(sink.groupId), nextSeq: sink.nextSeq, volumes: volumes.map((v) => ({ name: v.name, size: v.size, id: idToString(v.id), baseline: Boolean(v.baseline) })) });
+
+  // ---- background work: baseline, signatures, state
+  const bar = createProgress({ total: Math.max(1, tap.baselineTotal), format: 'baseline [{bar}] {percentage}% {value}/{total} bytes', enabled: !o.json && log.verbosity >= 0 });
+  let lastJson = 0;
+  const baselineDone = tap.baselineTotal === 0
+    ? Promise.resolve(true)
+    : tap.runBaseline(stop.signal, (recorded, total) => {
+      bar.update(recorded);
+      const now = Date.now();
+      if (o.json && (now - lastJson > 1000 || recorded === total)) {
+        lastJson = now;
+        o.emit({ event: 'baseline', recorded, total });
+      }
+    }).then((done) => {
+      bar.stop();
+      if (done) {
+        saveState(false);
+        if (o.json && tap.baselineTotal > 0) o.emit({ event: 'baseline-complete', seq: sink.nextSeq - 1 });
+      }
+      return done;
+    }, (err: unknown) => {
+      bar.stop();
+      if (!tap.fatal) tap.onFatal?.(err instanceof DrError ? err : fromSystemError(err, 'baseline'));
+      return false;
+    });
+  const signTimer = o.signEveryMs ? setInterval(() => {
+    try {
+      tap.signNext();
+    } catch (err) {
+      log.warn(`signature: ${(err as Error).message}`);
+    }
+  }, o.signEveryMs) : null;
+  let lastSaved = sink.nextSeq;
+  const stateTimer = o.state ? setInterval(() => {
+    if (sink.nextSeq !== lastSaved) {
+      lastSaved = sink.nextSeq;
+      try {
+        saveState(false);
+      } catch (err) {
+        log.warn((err as Error).message);
+      }
+    }
+  }, 1000) : null;
+
+  // ---- run until stopped
+  await new Promise<void>((resolve) => {
+    if (stop.signal.aborted) resolve();
+    stop.signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+  o.signal.removeEventListener('abort', onSignal);
+  log.debug('stopping: no new connections, finishing requests in flight');
+  if (signTimer) clearInterval(signTimer);
+  if (stateTimer) clearInterval(stateTimer);
+  await control.close();
+  await server.close();
+  await baselineDone;
+  let status = 0;
+  try {
+    if (!tap.fatal) await tap.flush();
+    await sink.close();
+    saveState(!tap.fatal);
+  } catch (err) {
+    failure ??= err instanceof DrError ? err : fromSystemError(err, 'closing the journal');
+    log.error(failure.message, failure.code);
+  } finally {
+    tap.closeBacking();
+  }
+  if (failure) status = failure.exitCode;
+  const s = tap.stats;
+  const summary = {
+    event: 'stopped', lastSeq: sink.nextSeq - 1, group: idToString(sink.groupId), ...s,
+    longestHoldMs: Math.round(control.longestHoldMs * 1000) / 1000, clients: server.accepted,
+  };
+  if (o.json) o.emit(summary);
+  else log.info(`stopped at seq ${summary.lastSeq}: ${s.writes} writes (${formatBytes(s.writeBytes)}), ${s.zeroes} zero/trim (${formatBytes(s.zeroBytes)}), ${s.flushes} flushes, ${s.marks} marks, ${s.signatures} signatures, baseline ${formatBytes(s.baselineBytes)}`);
+  return status;
+}
+
+function decl(v: BackingVolume): VolumeDecl {
+  return { name: v.name, size: v.size, blockSize: v.blockSize, id: v.id };
+}
