@@ -1,0 +1,423 @@
+/**
+ * The single appender of a store: takes the append lock, continues the open
+ * segment (or starts one), appends records synchronously through a 1 MiB staging
+ * buffer, seals full segments (END, fdatasync, index file) and makes everything
+ * durable on sync(): fdatasync of the segment, then the `durable` hint file.
+ * A record already stored is compared with the stored one (its 32-byte record
+ * header, which carries the CRC of the whole record) and skipped; a gap or a
+ * different record is refused before anything is written.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { DrError, fromSystemError } from '../errors.js';
+import {
+  RECORD_HEADER_SIZE, encodeRecord, idToString, type SequencedRecord, type StreamHeader, type VolumeRecord,
+} from '../format/layout.js';
+import { nowMicros } from '../format/codec.js';
+import { preadSync, writeFileDurable, fsyncDir } from './files.js';
+import { LockFile } from './lock.js';
+import { RecordWalker, segmentPaths, segmentPrologue, writeIndex, type SegmentBuilder } from './segment.js';
+import { APPEND_LOCK, durablePath, encodeDurable, volumeToMeta, writeMeta } from './state.js';
+import type { JournalStore, SegmentEntry } from './store.js';
+
+const fdatasync = promisify(fs.fdatasync);
+const STAGING = 1 << 20;
+
+export interface Appender {
+  /** Per incoming stream: sets the group of a new store (else DR_GROUP_MISMATCH), learns new volumes. */
+  begin(header: StreamHeader, volumes: VolumeRecord[]): void;
+  /** the seq the store expects next */
+  readonly nextSeq: number;
+  /** Append one record synchronously; false when it was already stored (and identical). */
+  append(rec: SequencedRecord, encoded?: Buffer[]): boolean;
+  /** Make everything appended durable: fdatasync data, then the durable hint. */
+  sync(): Promise<void>;
+  syncSync(): void;
+  /** last seq that is durable */
+  readonly durableSeq: number;
+  /** sync, release the lock */
+  close(): Promise<void>;
+}
+
+export class StoreAppender implements Appender {
+  private fd: number | null = null;
+  private segment: SegmentEntry | null = null;
+  private builder: SegmentBuilder | null = null;
+  /** file offset where the staged bytes go */
+  private writePos = 0;
+  private staging = Buffer.allocUnsafe(STAGING);
+  private staged = 0;
+  private big: Buffer[] | null = null;
+  private failed: DrError | null = null;
+  private syncChain: Promise<void> = Promise.resolve();
+  private syncsInFlight = 0;
+  private retired: number[] = [];
+  private durableFd: number | null = null;
+  private dup: { segment: SegmentEntry; fd: number; walker: RecordWalker } | null = null;
+  private closed = false;
+  nextSeq = 1;
+  lastTime = 0;
+  durableSeq = 0;
+  private durableTime = 0;
+
+  private constructor(private readonly store: JournalStore, private readonly lock: LockFile) {}
+
+  static create(store: JournalStore): StoreAppender {
+    if (store.activeAppender) throw new DrError('DR_LOCKED', `journal store ${store.dir} already has an appender in this process`);
+    const lock = LockFile.acquire(path.join(store.dir, APPEND_LOCK), `journal store ${store.dir}`);
+    const a = new StoreAppender(store, lock);
+    try {
+      store.activeAppender = a;
+      store.load(true);
+      a.nextSeq = store.lastSeq + 1;
+      a.lastTime = store.lastTime;
+      a.durableSeq = store.lastSeq;
+      a.durableTime = store.lastTime;
+      const open = store.openBuilder;
+      const last = store.segments[store.segments.length - 1];
+      if (open && last && last.summary === open.summary) {
+        a.fd = fs.openSync(last.data, 'r+');
+        a.segment = last;
+        a.builder = open;
+        a.writePos = open.summary.dataEnd;
+      }
+    } catch (err) {
+      store.activeAppender = null;
+      lock.release();
+      throw fromSystemError(err, `cannot open journal store ${store.dir} for appending`);
+    }
+    return a;
+  }
+
+  private check(): void {
+    if (this.failed) throw this.failed;
+    if (this.closed) throw new DrError('DR_USAGE', 'appender is closed');
+  }
+
+  private fail(err: unknown, what: string): DrError {
+    const e = fromSystemError(err, what);
+    this.failed = e;
+    return e;
+  }
+
+  begin(header: StreamHeader, volumes: VolumeRecord[]): void {
+    this.check();
+    const store = this.store;
+    const meta = store.meta;
+    let changed = false;
+    if (store.groupId === null) {
+      store.groupId = Buffer.from(header.groupId);
+      meta.groupId = header.groupId.toString('hex');
+      changed = true;
+    } else if (!store.groupId.equals(header.groupId)) {
+      throw new DrError('DR_GROUP_MISMATCH', `the stream is for volume group ${idToString(header.groupId)} but ${store.dir} holds group ${idToString(store.groupId)}`);
+    }
+    const added: VolumeRecord[] = [];
+    for (const v of volumes) {
+      const have = store.volumes[v.index];
+      if (have) {
+        if (have.name !== v.name) {
+          throw new DrError('DR_VOLUME_MISMATCH', `volume ${v.index} is ${JSON.stringify(v.name)} in the stream but ${JSON.stringify(have.name)} in ${store.dir}`);
+        }
+        if (have.size !== v.size || !have.id.equals(v.id) || have.blockSize !== v.blockSize) {
+          throw new DrError('DR_VOLUME_MISMATCH', `volume ${v.name} differs from the stored one (stream: ${v.size} bytes, block ${v.blockSize}, id ${idToString(v.id)}; store: ${have.size} bytes, block ${have.blockSize}, id ${idToString(have.id)})`);
+        }
+      } else if (v.index === store.volumes.length + added.length) {
+        added.push({ ...v, id: Buffer.from(v.id) });
+      } else {
+        throw new DrError('DR_VOLUME_MISMATCH', `volume ${v.name} has index ${v.index}, the store expects ${store.volumes.length + added.length}`);
+      }
+    }
+    const empty = store.lastSeq < store.firstSeq && !store.window;
+    if (empty && header.firstSeq !== this.nextSeq) {
+      // a new store starts where its first stream starts
+      this.dropEmptyOpenSegment();
+      this.nextSeq = header.firstSeq;
+      store.firstSeq = header.firstSeq;
+      store.lastSeq = header.firstSeq - 1;
+      this.durableSeq = store.lastSeq;
+    }
+    if (added.length > 0) {
+      // segments declare every volume up front: the next record starts a new segment
+      if (this.builder && this.builder.summary.records === 0) this.dropEmptyOpenSegment();
+      else if (this.builder) this.seal();
+      store.volumes.push(...added);
+      meta.volumes = store.volumes.map(volumeToMeta);
+      changed = true;
+    }
+    if (changed) {
+      try {
+        writeMeta(store.dir, meta);
+      } catch (err) {
+        throw this.fail(err, `cannot write ${store.dir}/store.json`);
+      }
+    }
+  }
+
+  private dropEmptyOpenSegment(): void {
+    if (!this.builder || !this.segment || this.builder.summary.records > 0) return;
+    const seg = this.segment;
+    this.retire();
+    try {
+      fs.unlinkSync(seg.data);
+      fsyncDir(path.dirname(seg.data));
+    } catch (err) {
+      throw this.fail(err, `cannot remove empty segment ${seg.data}`);
+    }
+    this.store.segments = this.store.segments.filter((s) => s !== seg);
+  }
+
+  append(rec: SequencedRecord, encoded?: Buffer[]): boolean {
+    this.check();
+    if (rec.seq < this.nextSeq) return this.compareStored(rec, encoded);
+    if (rec.seq > this.nextSeq) {
+      throw new DrError('DR_SEQ_GAP', `record seq ${rec.seq} would leave a gap: ${this.store.dir} holds up to seq ${this.nextSeq - 1} (resend from seq ${this.nextSeq})`, { lastGoodSeq: this.nextSeq - 1 });
+    }
+    if (this.store.groupId === null) throw new DrError('DR_USAGE', 'append before begin(): the store has no volume group yet');
+    if (rec.time < this.lastTime) throw new DrError('DR_TIME_ORDER', `time of seq ${rec.seq} goes backwards (before the last stored record's)`);
+    if (rec.type === 'write' || rec.type === 'zero' || rec.type === 'signature') {
+      const vol = this.store.volumes[rec.volume];
+      const length = rec.type === 'write' ? rec.data.length : rec.length;
+      if (!vol) throw new DrError('DR_BAD_RECORD', `seq ${rec.seq} names volume ${rec.volume}, which the store does not have`);
+      if (rec.offset + length > vol.size) throw new DrError('DR_OUT_OF_RANGE', `seq ${rec.seq}: ${rec.offset}+${length} is past the end of volume ${vol.name} (${vol.size} bytes)`);
+    }
+    const parts = encoded ?? encodeRecord(rec);
+    let len = 0;
+    for (const p of parts) len += p.length;
+    try {
+      if (!this.builder) this.startSegment(rec.seq);
+      else if (this.builder.summary.dataEnd + len > this.store.segmentSize && this.builder.summary.records > 0) {
+        this.seal();
+        this.startSegment(rec.seq);
+      }
+      const b = this.builder!;
+      const offset = b.summary.dataEnd;
+      this.stage(parts, len);
+      b.addRecord(rec, offset, parts[0]!, len);
+    } catch (err) {
+      throw this.failed ?? this.fail(err, `cannot append to ${this.store.dir}`);
+    }
+    this.nextSeq = rec.seq + 1;
+    this.lastTime = rec.time;
+    return true;
+  }
+
+  private stage(parts: Buffer[], len: number): void {
+    if (this.staged + len > STAGING) this.flushStaged();
+    if (len > STAGING) {
+      this.big = parts;
+      this.flushStaged();
+      return;
+    }
+    for (const p of parts) {
+      p.copy(this.staging, this.staged);
+      this.staged += p.length;
+    }
+  }
+
+  /** Write the staged bytes to the open segment. On failure the segment is cut back to its last complete record. */
+  private flushStaged(): void {
+    if (this.fd === null) return;
+    const bufs: Buffer[] = [];
+    if (this.staged > 0) bufs.push(this.staging.subarray(0, this.staged));
+    if (this.big) bufs.push(...this.big);
+    if (bufs.length === 0) return;
+    let total = 0;
+    for (const b of bufs) total += b.length;
+    let done = 0;
+    try {
+      while (done < total) {
+        const rest = sliceFrom(bufs, done);
+        const n = fs.writevSync(this.fd, rest, this.writePos + done);
+        if (n <= 0) throw new Error('short write');
+        done += n;
+      }
+    } catch (err) {
+      try {
+        fs.ftruncateSync(this.fd, this.writePos);
+      } catch { /* the torn tail is trimmed on the next open */ }
+      throw this.fail(err, `cannot write segment ${this.segment?.data ?? ''}`);
+    } finally {
+      this.staged = 0;
+      this.big = null;
+    }
+    this.writePos += total;
+  }
+
+  private startSegment(firstSeq: number): void {
+    const store = this.store;
+    const { bytes, builder } = segmentPrologue(store.groupId!, firstSeq, store.volumes);
+    const p = segmentPaths(store.dir, firstSeq);
+    writeFileDurable(p.data, bytes);
+    this.fd = fs.openSync(p.data, 'r+');
+    this.builder = builder;
+    this.writePos = builder.summary.dataEnd;
+    const entry: SegmentEntry = { firstSeq, ...p, summary: builder.summary };
+    this.segment = entry;
+    store.segments.push(entry);
+    store.openBuilder = builder;
+  }
+
+  /** Write END, fdatasync, write the index file; the segment is then immutable. */
+  private seal(): void {
+    const b = this.builder;
+    const seg = this.segment;
+    if (!b || !seg || this.fd === null) return;
+    this.flushStaged();
+    const parts = b.endRecord(nowMicros());
+    let len = 0;
+    for (const x of parts) len += x.length;
+    this.stage(parts, len);
+    this.flushStaged();
+    try {
+      fs.fdatasyncSync(this.fd);
+    } catch (err) {
+      throw this.fail(err, `cannot sync segment ${seg.data}`);
+    }
+    b.summary.size = b.summary.dataEnd + len;
+    b.summary.sealed = true;
+    writeIndex(seg.index, b.summary, b.extents.view());
+    this.markDurable(b.summary.lastSeq, b.summary.lastTime);
+    this.retire();
+    this.store.openBuilder = null;
+  }
+
+  private retire(): void {
+    if (this.fd !== null) {
+      if (this.syncsInFlight > 0) this.retired.push(this.fd);
+      else fs.closeSync(this.fd);
+    }
+    if (this.dup && this.dup.segment === this.segment) this.dropDup();
+    this.fd = null;
+    this.builder = null;
+    this.segment = null;
+  }
+
+  private markDurable(seq: number, time: number): void {
+    if (seq <= this.durableSeq) return;
+    this.durableSeq = seq;
+    this.durableTime = time;
+    this.store.lastSeq = seq;
+    this.store.lastTime = time;
+    try {
+      if (this.durableFd === null) this.durableFd = fs.openSync(durablePath(this.store.dir), 'w');
+      fs.writeSync(this.durableFd, encodeDurable(seq, time), 0, 24, 0);
+    } catch {
+      /* only a hint for followers in other processes */
+    }
+  }
+
+  async sync(): Promise<void> {
+    const run = async (): Promise<void> => {
+      this.check();
+      try {
+        this.flushStaged();
+      } catch (err) {
+        throw this.failed ?? err;
+      }
+      const seq = this.nextSeq - 1;
+      const time = this.lastTime;
+      if (this.fd !== null && seq > this.durableSeq) {
+        this.syncsInFlight++;
+        try {
+          await fdatasync(this.fd);
+        } catch (err) {
+          throw this.fail(err, `cannot sync segment ${this.segment?.data ?? ''}`);
+        } finally {
+          this.syncsInFlight--;
+          if (this.syncsInFlight === 0) for (const fd of this.retired.splice(0)) fs.closeSync(fd);
+        }
+      }
+      this.markDurable(seq, time);
+    };
+    const next = this.syncChain.then(run, run);
+    this.syncChain = next.catch(() => undefined);
+    return next;
+  }
+
+  syncSync(): void {
+    this.check();
+    this.flushStaged();
+    if (this.fd !== null && this.nextSeq - 1 > this.durableSeq) {
+      try {
+        fs.fdatasyncSync(this.fd);
+      } catch (err) {
+        throw this.fail(err, `cannot sync segment ${this.segment?.data ?? ''}`);
+      }
+    }
+    this.markDurable(this.nextSeq - 1, this.lastTime);
+  }
+
+  /** The record at `rec.seq` is stored: identical -> false, different -> DR_CONFLICT. */
+  private compareStored(rec: SequencedRecord, encoded?: Buffer[]): boolean {
+    const store = this.store;
+    if (rec.seq < store.firstSeq) return false; // folded into the base: nothing left to compare with
+    const hb = (encoded ?? encodeRecord(rec))[0]!;
+    const stored = this.storedHeader(rec.seq);
+    if (stored.equals(hb)) return false;
+    throw new DrError('DR_CONFLICT', `record seq ${rec.seq} differs from the one stored in ${store.dir} (stored record CRC ${stored.readUInt32LE(28).toString(16).padStart(8, '0')}, received ${hb.readUInt32LE(28).toString(16).padStart(8, '0')})`, { lastGoodSeq: rec.seq - 1 });
+  }
+
+  private storedHeader(seq: number): Buffer {
+    const b = this.builder;
+    if (b && seq >= b.summary.firstSeq) {
+      const off = b.offsetOf(seq);
+      if (off === null) throw new DrError('DR_STORE_CORRUPT', `seq ${seq} missing from the open segment`);
+      if (off + RECORD_HEADER_SIZE > this.writePos) this.flushStaged();
+      return preadSync(this.fd!, RECORD_HEADER_SIZE, off);
+    }
+    // sealed segments: a cursor that moves forward, since a resend comes in order
+    const d = this.dup;
+    if (d && seq >= d.segment.firstSeq && seq <= d.segment.summary.lastSeq) {
+      for (let r = d.walker.next(); r; r = d.walker.next()) {
+        if (r.h.seq === seq) return Buffer.from(r.hb);
+        if (r.h.seq > seq) break;
+      }
+    }
+    this.dropDup();
+    const { segment, offset } = this.store.locate(seq);
+    const fd = this.store.openSegmentFd(segment);
+    const walker = new RecordWalker(fd, segment.data, offset, segment.summary.dataEnd);
+    this.dup = { segment, fd, walker };
+    const r = walker.next();
+    if (!r || r.h.seq !== seq) throw new DrError('DR_STORE_CORRUPT', `seq ${seq} not found in ${segment.data}`);
+    return Buffer.from(r.hb);
+  }
+
+  private dropDup(): void {
+    if (this.dup) fs.closeSync(this.dup.fd);
+    this.dup = null;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (!this.failed) await this.sync();
+    } finally {
+      this.closed = true;
+      await this.syncChain;
+      this.dropDup();
+      if (this.fd !== null) fs.closeSync(this.fd);
+      for (const fd of this.retired.splice(0)) fs.closeSync(fd);
+      if (this.durableFd !== null) fs.closeSync(this.durableFd);
+      this.fd = null;
+      this.store.activeAppender = null;
+      this.lock.release();
+    }
+  }
+}
+
+function sliceFrom(bufs: Buffer[], skip: number): Buffer[] {
+  if (skip === 0) return bufs;
+  const out: Buffer[] = [];
+  for (const b of bufs) {
+    if (skip >= b.length) {
+      skip -= b.length;
+      continue;
+    }
+    out.push(skip > 0 ? b.subarray(skip) : b);
+    skip = 0;
+  }
+  return out;
+}

@@ -1,0 +1,119 @@
+/**
+ * Small file-system helpers with the durability rules of the store: new files are
+ * written to a temporary name, fsynced, renamed into place and their directory
+ * fsynced; every system error becomes a DrError naming the file.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { DrError, fromSystemError } from '../errors.js';
+
+export function ioError(err: unknown, what: string): DrError {
+  return fromSystemError(err, what);
+}
+
+/** fsync a directory so that a rename or create inside it is durable. */
+export function fsyncDir(dir: string): void {
+  let fd: number | null = null;
+  try {
+    fd = fs.openSync(dir, 'r');
+    fs.fsyncSync(fd);
+  } catch (err) {
+    throw ioError(err, `cannot sync directory ${dir}`);
+  } finally {
+    if (fd !== null) fs.closeSync(fd);
+  }
+}
+
+/** Write a whole file durably: temp file, fsync, rename, fsync directory. */
+export function writeFileDurable(file: string, data: Buffer | string | Array<Buffer>): void {
+  const tmp = `${file}.tmp.${process.pid}`;
+  let fd: number | null = null;
+  try {
+    fd = fs.openSync(tmp, 'w', 0o644);
+    const parts = Array.isArray(data) ? data : [typeof data === 'string' ? Buffer.from(data) : data];
+    let pos = 0;
+    for (const p of parts) {
+      let done = 0;
+      while (done < p.length) done += fs.writeSync(fd, p, done, p.length - done, pos + done);
+      pos += p.length;
+    }
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fd = null;
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    if (fd !== null) try { fs.closeSync(fd); } catch { /* already failing */ }
+    try { fs.unlinkSync(tmp); } catch { /* may not exist */ }
+    throw ioError(err, `cannot write ${file}`);
+  }
+  fsyncDir(path.dirname(file));
+}
+
+/** Read exactly `length` bytes at `position` (fewer only at end of file). */
+export function preadSync(fd: number, length: number, position: number, into?: Buffer): Buffer {
+  const buf = into ?? Buffer.allocUnsafe(length);
+  let done = 0;
+  while (done < length) {
+    const n = fs.readSync(fd, buf, done, length - done, position + done);
+    if (n === 0) break;
+    done += n;
+  }
+  return done === buf.length ? buf : buf.subarray(0, done);
+}
+
+export function readJson<T>(file: string): T | null {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw ioError(err, `cannot read ${file}`);
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new DrError('DR_STORE_CORRUPT', `${file} is not valid JSON`);
+  }
+}
+
+export function exists(file: string): boolean {
+  try {
+    fs.statSync(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Is process `pid` alive (and not a zombie)? */
+export function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    if (state === 'Z' || state === 'X') return false;
+  } catch {
+    /* no /proc: trust kill(0) */
+  }
+  return true;
+}
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }, ms);
+    const done = () => {
+      clearTimeout(t);
+      resolve();
+    };
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}

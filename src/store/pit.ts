@@ -1,0 +1,376 @@
+/**
+ * The point-in-time reader: the restore engine. For a seq S it resolves, newest
+ * first, which record last wrote each block of each volume at S, using the extent
+ * tables of the segments (index files, or a scan of the open segment) - never by
+ * replaying data. The result is a block map bounded by the volume size (allocated
+ * lazily in chunks of 64Ki blocks), and reads are preads from segments, with the
+ * base image (or zeroes) for blocks no record in the window touched.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { DrError } from '../errors.js';
+import type { VolumeRecord } from '../format/layout.js';
+import { ioError, preadSync } from './files.js';
+import { Lease } from './lock.js';
+import { EXTENT_FIELDS, readIndexExtents, readIndexSummary, scanSegment } from './segment.js';
+import { baseFiles, readBaseMap, regionSet, REGION } from './base.js';
+import type { JournalStore, SegmentEntry } from './store.js';
+
+export interface PointInTimeReader {
+  readonly seq: number;
+  readonly time: number;
+  readonly volumes: VolumeRecord[];
+  /** the volume's bytes as of `seq` */
+  read(volume: number, offset: number, length: number): Promise<Buffer>;
+  /** ranges that may be non-zero (for sparse output), in order */
+  allocated(volume: number): AsyncIterable<{ offset: number; length: number }>;
+  release(): Promise<void>;
+}
+
+const CHUNK_BITS = 16;
+const CHUNK = 1 << CHUNK_BITS;
+/** block states (in `src`): 0 = not written in the window (base), -1 = zeroes, -2 = partial, n > 0 = data in segment slot n-1 */
+const ZERO = -1;
+const PARTIAL = -2;
+
+interface Piece { slot: number; pos: number; start: number; end: number }
+interface Partial { pieces: Piece[]; floor: { slot: number; pos: number } | null }
+
+/** Newest-first resolution of one volume's blocks. */
+class BlockMap {
+  readonly blocks: number;
+  readonly src: Array<Int32Array | undefined>;
+  readonly pos: Array<Float64Array | undefined>;
+  readonly partial = new Map<number, Partial>();
+  resolved = 0;
+
+  constructor(readonly size: number, readonly bs: number) {
+    this.blocks = Math.ceil(size / bs);
+    const chunks = Math.ceil(this.blocks / CHUNK);
+    this.src = new Array<Int32Array | undefined>(chunks);
+    this.pos = new Array<Float64Array | undefined>(chunks);
+  }
+
+  get complete(): boolean {
+    return this.resolved >= this.blocks;
+  }
+
+  state(g: number): number {
+    const c = this.src[g >>> CHUNK_BITS];
+    return c ? c[g & (CHUNK - 1)]! : 0;
+  }
+  position(g: number): number {
+    return this.pos[g >>> CHUNK_BITS]![g & (CHUNK - 1)]!;
+  }
+  private set(g: number, s: number, p: number): void {
+    const ci = g >>> CHUNK_BITS;
+    let c = this.src[ci];
+    if (!c) {
+      c = this.src[ci] = new Int32Array(CHUNK);
+      this.pos[ci] = new Float64Array(CHUNK);
+    }
+    c[g & (CHUNK - 1)] = s;
+    this.pos[ci]![g & (CHUNK - 1)] = p;
+  }
+
+  /** An older extent than every one applied so far: fills what is still unresolved. `pos` -1 = zeroes. */
+  apply(slot: number, offset: number, length: number, pos: number): void {
+    const bs = this.bs;
+    const end = Math.min(offset + length, this.size);
+    if (end <= offset) return;
+    const g0 = Math.floor(offset / bs);
+    const g1 = Math.floor((end - 1) / bs);
+    for (let g = g0; g <= g1; g++) {
+      const ci = g >>> CHUNK_BITS;
+      const chunk = this.src[ci];
+      const s = chunk ? chunk[g & (CHUNK - 1)]! : 0;
+      if (s !== 0 && s !== PARTIAL) continue;
+      const gs = g * bs;
+      const ge = Math.min(gs + bs, this.size);
+      const cs = offset > gs ? offset : gs;
+      const ce = end < ge ? end : ge;
+      const full = cs === gs && ce === ge;
+      const p = pos < 0 ? -1 : pos + (cs - offset);
+      if (s === 0) {
+        if (full) {
+          this.set(g, pos < 0 ? ZERO : slot + 1, p);
+          this.resolved++;
+        } else {
+          this.set(g, PARTIAL, 0);
+          this.partial.set(g, { pieces: [{ slot, pos: p, start: cs - gs, end: ce - gs }], floor: null });
+        }
+      } else {
+        const part = this.partial.get(g)!;
+        if (part.floor) continue;
+        if (full) {
+          part.floor = { slot, pos: p };
+          this.resolved++;
+        } else {
+          part.pieces.push({ slot, pos: p, start: cs - gs, end: ce - gs });
+        }
+      }
+    }
+  }
+}
+
+interface Slot { data: string; fd: number }
+
+class PitReader implements PointInTimeReader {
+  readonly volumes: VolumeRecord[];
+  private readonly maps: BlockMap[];
+  private readonly slots: Slot[] = [];
+  private readonly baseFds: Array<number | null> = [];
+  private readonly baseMaps: Array<Uint8Array | null> = [];
+  private lease: Lease = Lease.none();
+  private released = false;
+
+  constructor(private readonly store: JournalStore, readonly seq: number, readonly time: number) {
+    this.volumes = store.volumes.map((v) => ({ ...v }));
+    this.maps = this.volumes.map((v) => new BlockMap(v.size, v.blockSize));
+  }
+
+  open(): void {
+    const store = this.store;
+    const gen = store.window?.baseGen ?? 0;
+    const segs: SegmentEntry[] = store.segments.filter((s) => s.firstSeq <= this.seq && s.summary.lastSeq >= store.firstSeq && s.summary.records > 0);
+    const files: string[] = segs.map((s) => path.relative(store.dir, s.data));
+    if (gen > 0) for (const v of this.volumes) files.push(path.relative(store.dir, baseFiles(store.dir, v.index, gen).img));
+    if (!store.readOnly) {
+      try {
+        this.lease = Lease.take(store.dir, { seq: this.seq, files });
+      } catch {
+        this.lease = Lease.none(); // cannot write (read-only medium): nothing can prune it either
+      }
+    }
+    // open everything now: once open, a file deleted by a racing prune stays readable
+    for (const v of this.volumes) {
+      if (gen === 0) {
+        this.baseFds.push(null);
+        this.baseMaps.push(new Uint8Array(0));
+        continue;
+      }
+      const f = baseFiles(store.dir, v.index, gen);
+      try {
+        this.baseFds.push(fs.openSync(f.img, 'r'));
+        this.baseMaps.push(readBaseMap(f.map, v.size));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(err, `cannot open base image ${f.img}`);
+        this.baseFds.push(null); // a volume added after the last prune has no base: zeroes
+        this.baseMaps.push(new Uint8Array(0));
+      }
+    }
+    const slotOf: number[] = [];
+    for (const s of segs) {
+      try {
+        this.slots.push({ data: s.data, fd: fs.openSync(s.data, 'r') });
+      } catch (err) {
+        throw ioError(err, `cannot open segment ${s.data}`);
+      }
+      slotOf.push(this.slots.length - 1);
+    }
+    // newest first: the first extent seen for a block is the one that counts
+    for (let i = segs.length - 1; i >= 0; i--) {
+      if (this.maps.every((m) => m.complete)) break;
+      const s = segs[i]!;
+      const ext = this.extentsOf(s);
+      const slot = slotOf[i]!;
+      for (let e = ext.length - EXTENT_FIELDS; e >= 0; e -= EXTENT_FIELDS) {
+        const seq = ext[e]!;
+        if (seq > this.seq) continue;
+        const map = this.maps[ext[e + 1]!];
+        if (!map) throw new DrError('DR_STORE_CORRUPT', `segment ${s.data} writes to volume ${ext[e + 1]} which the store does not have`);
+        map.apply(slot, ext[e + 2]!, ext[e + 3]!, ext[e + 4]!);
+      }
+    }
+  }
+
+  private extentsOf(s: SegmentEntry): Float64Array {
+    const store = this.store;
+    if (store.openBuilder && store.openBuilder.summary === s.summary) return store.openBuilder.extents.view();
+    if (s.summary.sealed) {
+      const idx = readIndexSummary(s.index);
+      if (idx) return readIndexExtents(s.index, idx);
+    }
+    const scan = scanSegment(s.data, s.firstSeq);
+    if (!scan.builder) throw new DrError('DR_STORE_CORRUPT', `segment ${s.data} has no stream header`);
+    return scan.builder.extents.view();
+  }
+
+  private checkRange(volume: number, offset: number, length: number): BlockMap {
+    if (this.released) throw new DrError('DR_USAGE', 'point-in-time reader already released');
+    const map = this.maps[volume];
+    const v = this.volumes[volume];
+    if (!map || !v) throw new DrError('DR_OUT_OF_RANGE', `no volume ${volume} in ${this.store.dir}`);
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > v.size) {
+      throw new DrError('DR_OUT_OF_RANGE', `read ${offset}+${length} is past the end of volume ${v.name} (${v.size} bytes)`);
+    }
+    return map;
+  }
+
+  async read(volume: number, offset: number, length: number): Promise<Buffer> {
+    return this.readSync(volume, offset, length);
+  }
+
+  readSync(volume: number, offset: number, length: number): Buffer {
+    const map = this.checkRange(volume, offset, length);
+    const out = Buffer.allocUnsafe(length);
+    const bs = map.bs;
+    const end = offset + length;
+    let cur = offset;
+    while (cur < end) {
+      const g = Math.floor(cur / bs);
+      const s = map.state(g);
+      const gs = g * bs;
+      if (s === PARTIAL) {
+        const ge = Math.min(gs + bs, map.size);
+        const block = this.composePartial(volume, map, g, gs, ge - gs);
+        const take = Math.min(ge, end) - cur;
+        block.copy(out, cur - offset, cur - gs, cur - gs + take);
+        cur += take;
+        continue;
+      }
+      // extend the run while the source continues
+      let runEnd = Math.min(gs + bs, end);
+      let g2 = g + 1;
+      if (s > 0) {
+        let p = map.position(g) + bs;
+        while (runEnd < end && map.state(g2) === s && map.position(g2) === p) {
+          runEnd = Math.min((g2 + 1) * bs, end);
+          g2++;
+          p += bs;
+        }
+      } else {
+        while (runEnd < end && map.state(g2) === s) {
+          runEnd = Math.min((g2 + 1) * bs, end);
+          g2++;
+        }
+      }
+      const n = runEnd - cur;
+      const dst = out.subarray(cur - offset, runEnd - offset);
+      if (s === ZERO) dst.fill(0);
+      else if (s === 0) this.readBase(volume, cur, dst);
+      else {
+        const slot = this.slots[s - 1]!;
+        this.pread(slot, map.position(g) + (cur - gs), n, dst);
+      }
+      cur = runEnd;
+    }
+    return out;
+  }
+
+  private pread(slot: Slot, pos: number, n: number, dst: Buffer): void {
+    let got: Buffer;
+    try {
+      got = preadSync(slot.fd, n, pos, dst);
+    } catch (err) {
+      throw ioError(err, `cannot read segment ${slot.data}`);
+    }
+    if (got.length !== n) throw new DrError('DR_STORE_CORRUPT', `segment ${slot.data} is shorter than its index says (byte ${pos + got.length})`);
+  }
+
+  private readBase(volume: number, offset: number, dst: Buffer): void {
+    const fd = this.baseFds[volume];
+    if (fd === null || fd === undefined) {
+      dst.fill(0);
+      return;
+    }
+    const bmap = this.baseMaps[volume] ?? null;
+    // skip regions the base never held data in
+    let cur = 0;
+    while (cur < dst.length) {
+      const abs = offset + cur;
+      const region = Math.floor(abs / REGION);
+      const n = Math.min(dst.length - cur, (region + 1) * REGION - abs);
+      const part = dst.subarray(cur, cur + n);
+      if (!regionSet(bmap, region)) part.fill(0);
+      else {
+        try {
+          const got = preadSync(fd, n, abs, part);
+          if (got.length < n) part.fill(0, got.length);
+        } catch (err) {
+          throw ioError(err, `cannot read base image of volume ${this.volumes[volume]!.name}`);
+        }
+      }
+      cur += n;
+    }
+  }
+
+  private composePartial(volume: number, map: BlockMap, g: number, gs: number, len: number): Buffer {
+    const part = map.partial.get(g)!;
+    const block = Buffer.allocUnsafe(len);
+    if (part.floor === null) this.readBase(volume, gs, block);
+    else if (part.floor.pos < 0) block.fill(0);
+    else this.pread(this.slots[part.floor.slot]!, part.floor.pos, len, block);
+    for (let i = part.pieces.length - 1; i >= 0; i--) {
+      const p = part.pieces[i]!;
+      const dst = block.subarray(p.start, p.end);
+      if (p.pos < 0) dst.fill(0);
+      else this.pread(this.slots[p.slot]!, p.pos, p.end - p.start, dst);
+    }
+    return block;
+  }
+
+  async *allocated(volume: number): AsyncIterable<{ offset: number; length: number }> {
+    const map = this.checkRange(volume, 0, 0);
+    const bmap = this.baseFds[volume] === null ? new Uint8Array(0) : (this.baseMaps[volume] ?? null);
+    const bs = map.bs;
+    let runStart = -1;
+    let runEnd = -1;
+    const out: Array<{ offset: number; length: number }> = [];
+    const add = (s: number, e: number): void => {
+      if (runEnd === s) runEnd = e;
+      else {
+        if (runStart >= 0) out.push({ offset: runStart, length: runEnd - runStart });
+        runStart = s;
+        runEnd = e;
+      }
+    };
+    for (let g = 0; g < map.blocks; g++) {
+      const chunk = map.src[g >>> CHUNK_BITS];
+      if (!chunk) {
+        // a whole chunk of unwritten blocks: the base decides, region by region
+        const cs = g * bs;
+        const ce = Math.min((g + CHUNK) * bs, map.size);
+        for (let r = Math.floor(cs / REGION); r * REGION < ce; r++) {
+          if (regionSet(bmap, r)) add(Math.max(r * REGION, cs), Math.min((r + 1) * REGION, ce));
+        }
+        g += CHUNK - 1;
+      } else {
+        const s = chunk[g & (CHUNK - 1)]!;
+        const gs = g * bs;
+        const ge = Math.min(gs + bs, map.size);
+        if (s === ZERO) continue;
+        if (s === 0 && !regionSet(bmap, Math.floor(gs / REGION)) && !regionSet(bmap, Math.floor((ge - 1) / REGION))) continue;
+        add(gs, ge);
+      }
+      if (out.length >= 1024) yield* out.splice(0);
+    }
+    if (runStart >= 0) out.push({ offset: runStart, length: runEnd - runStart });
+    yield* out;
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    for (const s of this.slots) fs.closeSync(s.fd);
+    for (const fd of this.baseFds) if (fd !== null) fs.closeSync(fd);
+    this.lease.release();
+  }
+}
+
+export async function openPointInTime(store: JournalStore, seq: number): Promise<PointInTimeReader> {
+  if (!store.activeAppender) store.load(false); // see the latest prune and records
+  const base = store.firstSeq - 1;
+  if (!Number.isSafeInteger(seq) || seq < Math.max(base, 0) || seq > store.lastSeq) {
+    throw new DrError('DR_OUTSIDE_WINDOW', `seq ${seq} cannot be restored: ${store.describeWindow()}`);
+  }
+  const time = seq >= store.firstSeq ? store.locate(seq).time : store.window?.baseTime ?? 0;
+  const r = new PitReader(store, seq, time);
+  try {
+    r.open();
+  } catch (err) {
+    await r.release();
+    throw err;
+  }
+  return r;
+}

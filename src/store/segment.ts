@@ -1,0 +1,423 @@
+/**
+ * Segment files and their index files.
+ *
+ * A segment is a complete journal stream on its own (header, VOLUME records, the
+ * records of a seq range, END once sealed); the open (last) segment has no END yet.
+ * Its index file (written once, when the segment is sealed) holds a JSON summary
+ * (seq/time range, counts, marks, flush points, sparse seq/time -> offset points)
+ * and the extent table: one entry per WRITE/ZERO record, for the point-in-time reader.
+ * docs/STORE.md describes both layouts.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { createHash, type Hash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
+import { DrError } from '../errors.js';
+import {
+  HEADER_SIZE, RECORD_HEADER_SIZE, decodeHeader, decodePayload, decodeRecordHeader, encodeHeader, encodeRecord,
+  recordCrcMatches, idToString, type RecordHeader, type SequencedRecord, type StreamHeader, type VolumeRecord,
+  type MarkKind, type EndRecord,
+} from '../format/layout.js';
+import { nowMicros } from '../format/codec.js';
+import { ioError, preadSync, writeFileDurable } from './files.js';
+
+export const SEGMENTS = 'segments';
+/** a sparse index point at least every this many bytes of a segment */
+export const SPARSE_EVERY = 256 * 1024;
+/** float64 fields per extent: seq, volume, offset, length, data position (-1 = zeroes) */
+export const EXTENT_FIELDS = 5;
+const IDX_MAGIC = Buffer.from('DRJIDX01', 'latin1');
+
+export function segmentFile(firstSeq: number): string {
+  return `${String(firstSeq).padStart(20, '0')}.drj`;
+}
+export function indexFile(firstSeq: number): string {
+  return `${String(firstSeq).padStart(20, '0')}.idx`;
+}
+export function parseSegmentFile(name: string): number | null {
+  const m = /^(\d{20})\.drj$/.exec(name);
+  return m ? Number(m[1]) : null;
+}
+
+export interface MarkInfo { seq: number; time: number; name: string; kind: MarkKind; id: string }
+
+export interface SegmentSummary {
+  firstSeq: number;
+  /** firstSeq - 1 when the segment holds no record yet */
+  lastSeq: number;
+  firstTime: number;
+  lastTime: number;
+  records: number;
+  writeBytes: number;
+  zeroBytes: number;
+  /** offset of the first sequenced record (after header and VOLUME records) */
+  headerEnd: number;
+  /** offset just past the last record (where END starts when sealed) */
+  dataEnd: number;
+  /** file size: dataEnd plus the END record when sealed */
+  size: number;
+  sealed: boolean;
+  volumeCount: number;
+  marks: MarkInfo[];
+  /** [seq, time] of every FLUSH */
+  flushes: Array<[number, number]>;
+  /** [seq, time, offset]: the first record and then one at least every SPARSE_EVERY bytes */
+  sparse: Array<[number, number, number]>;
+  extentCount: number;
+}
+
+/** Growable array of float64 rows. */
+export class RowList {
+  data: Float64Array;
+  length = 0;
+  constructor(readonly width: number, initial = 1024) {
+    this.data = new Float64Array(initial * width);
+  }
+  push(...v: number[]): void {
+    if ((this.length + 1) * this.width > this.data.length) {
+      const grown = new Float64Array(this.data.length * 2);
+      grown.set(this.data);
+      this.data = grown;
+    }
+    const at = this.length * this.width;
+    for (let i = 0; i < this.width; i++) this.data[at + i] = v[i]!;
+    this.length++;
+  }
+  view(): Float64Array {
+    return this.data.subarray(0, this.length * this.width);
+  }
+}
+
+/** Accumulates what a segment holds as records are written to it or read from it. */
+export class SegmentBuilder {
+  readonly summary: SegmentSummary;
+  readonly extents = new RowList(EXTENT_FIELDS);
+  /** offset of every record, by seq - firstSeq (kept for the open segment) */
+  readonly offsets = new RowList(1, 4096);
+  readonly volumes: VolumeRecord[] = [];
+  /** running digest and counts for the END trailer */
+  private digest: Hash = createHash('sha256');
+  streamRecordCount = 0;
+  private lastSparse = -Infinity;
+
+  constructor(readonly header: StreamHeader, headerBytes: Buffer) {
+    this.digest.update(headerBytes);
+    this.summary = {
+      firstSeq: header.firstSeq, lastSeq: header.firstSeq - 1, firstTime: 0, lastTime: 0, records: 0, writeBytes: 0,
+      zeroBytes: 0, headerEnd: HEADER_SIZE, dataEnd: HEADER_SIZE, size: HEADER_SIZE, sealed: false, volumeCount: 0,
+      marks: [], flushes: [], sparse: [], extentCount: 0,
+    };
+  }
+
+  addVolume(v: VolumeRecord, hb: Buffer, length: number): void {
+    this.volumes.push(v);
+    this.digest.update(hb);
+    this.streamRecordCount++;
+    this.summary.volumeCount++;
+    this.summary.headerEnd = this.summary.dataEnd = this.summary.size = this.summary.dataEnd + length;
+  }
+
+  addRecord(rec: SequencedRecord, offset: number, hb: Buffer, length: number): void {
+    const s = this.summary;
+    this.digest.update(hb);
+    this.streamRecordCount++;
+    if (s.records === 0) s.firstTime = rec.time;
+    s.records++;
+    s.lastSeq = rec.seq;
+    s.lastTime = rec.time;
+    s.dataEnd = s.size = offset + length;
+    this.offsets.push(offset);
+    if (offset - this.lastSparse >= SPARSE_EVERY) {
+      s.sparse.push([rec.seq, rec.time, offset]);
+      this.lastSparse = offset;
+    }
+    switch (rec.type) {
+      case 'write':
+        this.extents.push(rec.seq, rec.volume, rec.offset, rec.data.length, offset + RECORD_HEADER_SIZE + 16);
+        s.writeBytes += rec.data.length;
+        break;
+      case 'zero':
+        this.extents.push(rec.seq, rec.volume, rec.offset, rec.length, -1);
+        s.zeroBytes += rec.length;
+        break;
+      case 'flush':
+        s.flushes.push([rec.seq, rec.time]);
+        break;
+      case 'mark':
+        s.marks.push({ seq: rec.seq, time: rec.time, name: rec.name, kind: rec.kind, id: idToString(rec.id) });
+        break;
+      default:
+        break;
+    }
+    s.extentCount = this.extents.length;
+  }
+
+  /** The END trailer for what has been added so far. */
+  endRecord(time: number): Buffer[] {
+    const end: EndRecord = {
+      type: 'end', seq: 0, time: Math.max(time, this.summary.lastTime), recordCount: this.streamRecordCount,
+      byteCount: this.summary.dataEnd, digest: this.digest.copy().digest(),
+    };
+    return encodeRecord(end);
+  }
+
+  /** Offset of the record `seq` in this segment (only while offsets are kept). */
+  offsetOf(seq: number): number | null {
+    const i = seq - this.summary.firstSeq;
+    if (i < 0 || i >= this.offsets.length) return null;
+    return this.offsets.data[i]!;
+  }
+}
+
+/** Header and VOLUME records of a new segment, as bytes plus a builder that has accounted them. */
+export function segmentPrologue(groupId: Buffer, firstSeq: number, volumes: VolumeRecord[]): { bytes: Buffer[]; builder: SegmentBuilder } {
+  const header: StreamHeader = { type: 'header', groupId, firstSeq, created: nowMicros(), compatFeatures: 0 };
+  const hb = encodeHeader(header);
+  const builder = new SegmentBuilder(header, hb);
+  const bytes: Buffer[] = [hb];
+  for (const v of volumes) {
+    const parts = encodeRecord(v);
+    const length = parts.reduce((n, p) => n + p.length, 0);
+    builder.addVolume(v, parts[0]!, length);
+    bytes.push(...parts);
+  }
+  return { bytes, builder };
+}
+
+/** A record located in a segment file. `payload` is a view into the walker's buffer. */
+export interface RawRecord {
+  offset: number;
+  h: RecordHeader;
+  hb: Buffer;
+  payload: Buffer;
+  /** the buffer hb and payload are views of, and where this record starts in it */
+  buf: Buffer;
+  at: number;
+}
+
+/**
+ * Reads the records of a segment file in order, in big chunks, checking every
+ * checksum. next() returns null at a clean or torn end of the readable data;
+ * it throws DR_STORE_CORRUPT (via `corrupt`) on a bad checksum.
+ */
+export class RecordWalker {
+  private buf: Buffer = Buffer.alloc(0);
+  private bufPos = 0;
+  pos: number;
+  /** bytes the file had the last time the walker looked */
+  fileSize = 0;
+  constructor(readonly fd: number, readonly file: string, start: number, private readonly limit = Infinity, private readonly chunk = 4 << 20) {
+    this.pos = start;
+  }
+
+  private ensure(n: number): boolean {
+    const have = this.bufPos + this.buf.length - this.pos;
+    if (have >= n) return true;
+    const want = Math.min(Math.max(n, this.chunk), this.limit - this.pos);
+    if (want < n) return false;
+    const b = Buffer.allocUnsafe(want);
+    let got = 0;
+    try {
+      got = preadSync(this.fd, want, this.pos, b).length;
+    } catch (err) {
+      throw ioError(err, `cannot read segment ${this.file}`);
+    }
+    this.buf = b.subarray(0, got);
+    this.bufPos = this.pos;
+    this.fileSize = Math.max(this.fileSize, this.pos + got);
+    return got >= n;
+  }
+
+  /** Read the 64-byte stream header at position 0. */
+  header(): { header: StreamHeader; hb: Buffer } | null {
+    if (!this.ensure(HEADER_SIZE)) return null;
+    const hb = Buffer.from(this.buf.subarray(this.pos - this.bufPos, this.pos - this.bufPos + HEADER_SIZE));
+    let header: StreamHeader;
+    try {
+      header = decodeHeader(hb);
+    } catch (err) {
+      throw corrupt(this.file, 0, (err as Error).message);
+    }
+    this.pos += HEADER_SIZE;
+    return { header, hb };
+  }
+
+  next(): RawRecord | null {
+    if (!this.ensure(RECORD_HEADER_SIZE)) return null;
+    let at = this.pos - this.bufPos;
+    const hb = this.buf.subarray(at, at + RECORD_HEADER_SIZE);
+    let h: RecordHeader;
+    try {
+      h = decodeRecordHeader(hb);
+    } catch (err) {
+      throw corrupt(this.file, this.pos, (err as Error).message);
+    }
+    if (!this.ensure(RECORD_HEADER_SIZE + h.payloadLength)) return null;
+    at = this.pos - this.bufPos;
+    const hb2 = this.buf.subarray(at, at + RECORD_HEADER_SIZE);
+    const payload = this.buf.subarray(at + RECORD_HEADER_SIZE, at + RECORD_HEADER_SIZE + h.payloadLength);
+    if (!recordCrcMatches(hb2, h, [payload])) throw corrupt(this.file, this.pos, `record checksum mismatch (seq ${h.seq})`);
+    const rec: RawRecord = { offset: this.pos, h, hb: hb2, payload, buf: this.buf, at };
+    this.pos += RECORD_HEADER_SIZE + h.payloadLength;
+    return rec;
+  }
+}
+
+export function corrupt(file: string, offset: number, why: string): DrError {
+  return new DrError('DR_STORE_CORRUPT', `segment ${file} is corrupt at byte ${offset}: ${why}`, { offset, file });
+}
+
+export interface ScanResult {
+  builder: SegmentBuilder | null;
+  /** end of the valid prefix */
+  validEnd: number;
+  fileSize: number;
+  sealed: boolean;
+  /** why the data after validEnd is not valid (a torn tail, normally) */
+  fault: string | null;
+}
+
+/**
+ * Read a whole segment, checking every record, and summarise it. Stops at the
+ * first incomplete or invalid record: what follows is reported as `fault`.
+ */
+export function scanSegment(file: string, expectSeq?: number): ScanResult {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (err) {
+    throw ioError(err, `cannot open segment ${file}`);
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    const w = new RecordWalker(fd, file, 0);
+    let head: ReturnType<RecordWalker['header']>;
+    try {
+      head = w.header();
+    } catch (err) {
+      return { builder: null, validEnd: 0, fileSize: size, sealed: false, fault: (err as Error).message };
+    }
+    if (!head) return { builder: null, validEnd: 0, fileSize: size, sealed: false, fault: 'incomplete stream header' };
+    if (expectSeq !== undefined && head.header.firstSeq !== expectSeq) {
+      throw corrupt(file, 36, `header says first seq ${head.header.firstSeq}, file name says ${expectSeq}`);
+    }
+    const b = new SegmentBuilder(head.header, head.hb);
+    let sealed = false;
+    let fault: string | null = null;
+    for (;;) {
+      const start = w.pos;
+      let r: RawRecord | null;
+      try {
+        r = w.next();
+      } catch (err) {
+        fault = (err as Error).message;
+        break;
+      }
+      if (!r) {
+        if (start < size) fault = `incomplete record at byte ${start}`;
+        break;
+      }
+      const len = RECORD_HEADER_SIZE + r.h.payloadLength;
+      try {
+        const rec = decodePayload(r.h, r.payload, b.volumes);
+        if (rec.type === 'volume') {
+          if (b.summary.records > 0) throw new Error('VOLUME record after sequenced records');
+          b.addVolume(rec, r.hb, len);
+        } else if (rec.type === 'end') {
+          if (rec.recordCount !== b.streamRecordCount || rec.byteCount !== b.summary.dataEnd) throw new Error('END counts do not match');
+          b.summary.size = r.offset + len;
+          sealed = true;
+          b.summary.sealed = true;
+          if (w.pos < size) fault = `${size - w.pos} bytes after END`;
+          break;
+        } else {
+          if (rec.seq !== b.summary.lastSeq + 1) throw new Error(`seq ${rec.seq} follows ${b.summary.lastSeq}`);
+          if (rec.time < b.summary.lastTime) throw new Error(`time of seq ${rec.seq} goes backwards`);
+          b.addRecord(rec, r.offset, r.hb, len);
+        }
+      } catch (err) {
+        fault = `invalid record at byte ${r.offset}: ${(err as Error).message}`;
+        break;
+      }
+    }
+    return { builder: b, validEnd: sealed ? b.summary.size : b.summary.dataEnd, fileSize: size, sealed, fault };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+// ---------------------------------------------------------------- index files
+
+/**
+ *  off size
+ *    0    8 magic "DRJIDX01"
+ *    8    4 JSON summary length J
+ *   12    4 CRC-32 of the JSON
+ *   16    J JSON summary (SegmentSummary)
+ *   ..      zero padding to a multiple of 8
+ *    E  40n extents: n rows of 5 little-endian float64 (seq, volume, offset, length, data position or -1)
+ *  E+40n  4 CRC-32 of the extent bytes
+ */
+export function writeIndex(file: string, summary: SegmentSummary, extents: Float64Array): void {
+  const json = Buffer.from(JSON.stringify(summary));
+  const head = Buffer.alloc(16);
+  IDX_MAGIC.copy(head, 0);
+  head.writeUInt32LE(json.length, 8);
+  head.writeUInt32LE(crc32(json), 12);
+  const pad = Buffer.alloc((8 - ((16 + json.length) % 8)) % 8);
+  const ext = Buffer.from(extents.buffer, extents.byteOffset, extents.byteLength);
+  const tail = Buffer.alloc(4);
+  tail.writeUInt32LE(crc32(ext), 0);
+  writeFileDurable(file, [head, json, pad, ext, tail]);
+}
+
+export interface IndexFile { summary: SegmentSummary; extentsAt: number }
+
+export function readIndexSummary(file: string): IndexFile | null {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw ioError(err, `cannot open index ${file}`);
+  }
+  try {
+    const head = preadSync(fd, 16, 0);
+    if (head.length < 16 || !head.subarray(0, 8).equals(IDX_MAGIC)) return null;
+    const jl = head.readUInt32LE(8);
+    const json = preadSync(fd, jl, 16);
+    if (json.length !== jl || crc32(json) !== head.readUInt32LE(12)) return null;
+    const summary = JSON.parse(json.toString('utf8')) as SegmentSummary;
+    return { summary, extentsAt: 16 + jl + ((8 - ((16 + jl) % 8)) % 8) };
+  } catch (err) {
+    if (err instanceof SyntaxError) return null;
+    throw ioError(err, `cannot read index ${file}`);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+export function readIndexExtents(file: string, idx: IndexFile): Float64Array {
+  const n = idx.summary.extentCount * EXTENT_FIELDS * 8;
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (err) {
+    throw ioError(err, `cannot open index ${file}`);
+  }
+  try {
+    const buf = Buffer.alloc(n + 4);
+    const got = preadSync(fd, n + 4, idx.extentsAt, buf);
+    if (got.length !== n + 4 || crc32(buf.subarray(0, n)) !== buf.readUInt32LE(n)) {
+      throw new DrError('DR_STORE_CORRUPT', `index ${file} is damaged (extent table checksum)`);
+    }
+    return new Float64Array(buf.buffer, buf.byteOffset, n / 8);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Absolute paths of a segment and its index. */
+export function segmentPaths(dir: string, firstSeq: number): { data: string; index: string } {
+  return { data: path.join(dir, SEGMENTS, segmentFile(firstSeq)), index: path.join(dir, SEGMENTS, indexFile(firstSeq)) };
+}
