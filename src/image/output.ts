@@ -16,10 +16,10 @@ export interface StreamOutput {
   close(): Promise<void>;
 }
 
-export function openStreamOutput(path: string | undefined): StreamOutput {
+export function openStreamOutput(path: string | undefined, what = 'binary journal stream'): StreamOutput {
   if (path === undefined || path === '-') {
     if (process.stdout.isTTY) {
-      throw new DrError('DR_USAGE', 'refusing to write a binary journal stream to a terminal: redirect standard output or use --output FILE');
+      throw new DrError('DR_USAGE', `refusing to write a ${what} to a terminal: redirect standard output or use --output FILE`);
     }
     return { out: process.stdout, fd: 1, name: 'standard output', stdoutFree: false, close: async () => undefined };
   }
