@@ -180,11 +180,13 @@ export class NbdServer {
   /** Stop accepting, let requests in flight finish, then close every connection. */
   async close(): Promise<void> {
     this.closing = true;
-    await Promise.all(this.listeners.map((l) => new Promise<void>((r) => l.close(() => r()))));
+    // net.Server.close() calls back only once every connection is gone: end them first
+    const stopped = Promise.all(this.listeners.map((l) => new Promise<void>((r) => l.close(() => r()))));
     this.listeners = [];
     await this.whenIdle();
     const open = [...this.conns];
     await Promise.all(open.map((c) => c.end()));
+    await stopped;
   }
 }
 

@@ -9,7 +9,7 @@ import { ControlClient } from '../../nbd/control.js';
 import { parseExport, runNbdTap } from '../../nbd/run-tap.js';
 
 interface NbdArgs extends CommonArgs {
-  export: string[];
+  export: string | string[];
   socket?: string;
   port?: number;
   host: string;
@@ -22,7 +22,7 @@ interface NbdArgs extends CommonArgs {
 
 interface MarkArgs extends CommonArgs {
   name: string;
-  control: string[];
+  control: string | string[];
   kind: string;
   timeout?: string;
   attempts: number;
@@ -35,7 +35,7 @@ export const register: Register = (y, wrap) =>
       'Serve volumes over NBD and journal every write, in order, across all of them',
       (c) =>
         c
-          .option('export', { type: 'string', array: true, demandOption: true, description: 'NAME=PATH: serve the file or block device PATH as export (and volume) NAME; repeat for more' })
+          .option('export', { type: 'string', requiresArg: true, demandOption: true, description: 'NAME=PATH: serve the file or block device PATH as export (and volume) NAME; repeat for more' })
           .option('socket', { type: 'string', description: 'listen on this unix socket (created mode 0600)' })
           .option('port', { type: 'number', description: 'listen on this TCP port (0: any free port)' })
           .option('host', { type: 'string', default: '127.0.0.1', description: 'TCP address to bind' })
@@ -53,7 +53,7 @@ export const register: Register = (y, wrap) =>
         ctx.handlesStop();
         const journalOnStdout = !args.journal;
         return runNbdTap({
-          exports: args.export.map(parseExport),
+          exports: ([] as string[]).concat(args.export).map(parseExport),
           socket: args.socket,
           port: args.port,
           host: args.host,
@@ -76,7 +76,7 @@ export const register: Register = (y, wrap) =>
       (c) =>
         c
           .positional('name', { type: 'string', demandOption: true, description: 'mark name (1-255 bytes)' })
-          .option('control', { type: 'string', array: true, demandOption: true, description: 'control socket of a running dr-tap nbd; repeat for a checkpoint across taps' })
+          .option('control', { type: 'string', requiresArg: true, demandOption: true, description: 'control socket of a running dr-tap nbd; repeat for a checkpoint across taps' })
           .option('kind', { type: 'string', choices: [...MARK_KINDS], default: 'user', description: 'app: application-consistent (e.g. after fsfreeze -f), crash, or user' })
           .option('timeout', { type: 'string', description: 'how long to wait for every tap to hold its writes (default: the last good value the taps remember, else 1s); doubled on each retry' })
           .option('attempts', { type: 'number', default: 5, description: 'give up after this many attempts' }),
@@ -90,7 +90,7 @@ export const register: Register = (y, wrap) =>
         const timeoutMs = args.timeout !== undefined ? parseDuration(args.timeout, '--timeout') : undefined;
         const clients: ControlClient[] = [];
         try {
-          for (const path of args.control) clients.push(await ControlClient.connect(path));
+          for (const path of ([] as string[]).concat(args.control)) clients.push(await ControlClient.connect(path));
           const r = await crossTapMark(clients, {
             name: args.name, kind: args.kind as MarkKind, timeoutMs, attempts: args.attempts, log: (m) => ctx.log.warn(m),
           });
