@@ -356,7 +356,11 @@ export class StoreAppender implements Appender {
     const hb = (encoded ?? encodeRecord(rec))[0]!;
     const stored = this.storedHeader(rec.seq);
     if (stored.equals(hb)) return false;
-    throw new DrError('DR_CONFLICT', `record seq ${rec.seq} differs from the one stored in ${store.dir} (stored record CRC ${stored.readUInt32LE(28).toString(16).padStart(8, '0')}, received ${hb.readUInt32LE(28).toString(16).padStart(8, '0')})`, { lastGoodSeq: rec.seq - 1 });
+    const crc = (b: Buffer): string => b.readUInt32LE(28).toString(16).padStart(8, '0');
+    const what = stored.readUInt16LE(0) !== hb.readUInt16LE(0) ? 'its type differs'
+      : stored.readBigUInt64LE(16) !== hb.readBigUInt64LE(16) ? `its time differs (stored ${stored.readBigUInt64LE(16)}, received ${hb.readBigUInt64LE(16)})`
+        : `its contents differ (stored record CRC ${crc(stored)}, received ${crc(hb)})`;
+    throw new DrError('DR_CONFLICT', `record seq ${rec.seq} conflicts with the one stored in ${store.dir}: ${what}`, { lastGoodSeq: rec.seq - 1 });
   }
 
   private storedHeader(seq: number): Buffer {

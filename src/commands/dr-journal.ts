@@ -1,0 +1,228 @@
+/** dr-journal: the durable journal store of a volume group (src/store does the work). */
+import { pipeline } from 'node:stream/promises';
+import { runCli, type CommonArgs, type Context } from '../cli/main.js';
+import { openInput } from '../cli/io.js';
+import { formatBytes, formatMicros, parseDuration, parseSize, parseTime } from '../cli/units.js';
+import { DrError, EXIT } from '../errors.js';
+import { StreamParser, nowMicros, type StreamItem } from '../format/codec.js';
+import { MARK_KINDS, idToString, newId, type MarkKind, type StreamHeader } from '../format/layout.js';
+import { JournalStore, prune } from '../store/index.js';
+
+type DirArgs = CommonArgs & { dir: string };
+
+function open(args: DirArgs, ctx: Context, create = false, segmentSize?: number): Promise<JournalStore> {
+  return JournalStore.open(args.dir, { create, log: ctx.log, segmentSize });
+}
+
+export function main(argv: string[]): Promise<number> {
+  return runCli('dr-journal', argv, (y, wrap) =>
+    y
+      .usage('$0 <command> DIR [options]\n\nThe durable journal store of a volume group: history window, index and bookmarks.')
+      .command(
+        'append <dir> [file]',
+        'Append a journal stream (standard input) to the store, creating it if absent',
+        (c) => c
+          .positional('dir', { type: 'string', demandOption: true, description: 'store directory' })
+          .positional('file', { type: 'string', default: '-', description: 'stream file, or - for standard input' })
+          .option('segment-size', { type: 'string', description: 'size of segment files when creating the store (default 64M)' }),
+        wrap<DirArgs & { file: string; segmentSize?: string }>(async (args, ctx) => append(args, ctx)),
+      )
+      .command(
+        'cat <dir>',
+        'Write the stored records as a valid stream on standard output',
+        (c) => c
+          .positional('dir', { type: 'string', demandOption: true, description: 'store directory' })
+          .option('from', { type: 'number', description: 'first seq to write' })
+          .option('since', { type: 'string', description: 'start at the first record at or after this ISO-8601 time' })
+          .option('until', { type: 'string', description: 'stop at POINT: latest, seq:N, mark:NAME or an ISO-8601 time' })
+          .option('follow', { alias: 'f', type: 'boolean', description: 'keep writing new records as they are made durable (stop with SIGINT/SIGTERM)' }),
+        wrap<DirArgs & { from?: number; since?: string; until?: string; follow?: boolean }>(async (args, ctx) => {
+          const store = await open(args, ctx);
+          if (args.from !== undefined && (!Number.isSafeInteger(args.from) || args.from < 1)) throw new DrError('DR_USAGE', `--from ${args.from}: give a seq >= 1`);
+          const untilSeq = args.until !== undefined ? store.resolvePoint(args.until).seq : undefined;
+          const sinceTime = args.since !== undefined ? parseTime(args.since) : undefined;
+          if (args.follow) ctx.handlesStop();
+          await pipeline(store.catStream({ fromSeq: args.from, sinceTime, untilSeq, follow: args.follow, signal: ctx.signal }), process.stdout);
+          return EXIT.OK;
+        }),
+      )
+      .command(
+        'ls <dir>',
+        'Show volumes, window, counts, segments and disk use',
+        (c) => c.positional('dir', { type: 'string', demandOption: true, description: 'store directory' }),
+        wrap<DirArgs>(async (args, ctx) => {
+          const info = (await open(args, ctx)).info();
+          if (ctx.json) {
+            ctx.emit(info);
+            return EXIT.OK;
+          }
+          const out: string[] = [];
+          out.push(`store:    ${info.dir}`);
+          out.push(`group:    ${info.groupId ? idToString(Buffer.from(info.groupId, 'hex')) : '(none yet)'}`);
+          out.push(`volumes:  ${info.volumes.length}${info.volumes.map((v) => `\n  ${v.index} ${v.name} ${formatBytes(v.size)} (${v.size} bytes, block ${v.blockSize}) id ${idToString(Buffer.from(v.id, 'hex'))}`).join('')}`);
+          out.push(`window:   seq ${info.firstSeq}..${info.lastSeq}${info.firstTime !== null ? ` (${formatMicros(info.firstTime)} .. ${formatMicros(info.lastTime!)})` : ''}`);
+          out.push(`records:  ${info.records} (${formatBytes(info.writeBytes)} written, ${formatBytes(info.zeroBytes)} zeroed)`);
+          out.push(`base:     generation ${info.baseGeneration}${info.baseTime ? `, as of ${formatMicros(info.baseTime)}` : ''}, ${info.foldedRecords} records folded in`);
+          out.push(`segments: ${info.segments.length} (${formatBytes(info.segmentBytes)}, up to ${formatBytes(info.segmentSize)} each)`);
+          for (const s of info.segments) out.push(`  ${s.file} seq ${s.firstSeq}..${s.lastSeq} ${s.records} records ${formatBytes(s.bytes)} ${s.sealed ? 'sealed' : 'open'}`);
+          out.push(`disk use: ${formatBytes(info.diskBytes)}`);
+          process.stdout.write(out.join('\n') + '\n');
+          return EXIT.OK;
+        }),
+      )
+      .command(
+        'marks <dir>',
+        'List bookmarks and flush points in the window',
+        (c) => c.positional('dir', { type: 'string', demandOption: true, description: 'store directory' }),
+        wrap<DirArgs>(async (args, ctx) => {
+          const store = await open(args, ctx);
+          const marks = store.marks().map((m) => ({ seq: m.seq, time: m.time, iso: formatMicros(m.time), name: m.name, kind: m.kind, id: idToString(m.id) }));
+          const flushes = store.flushPoints().map((f) => ({ ...f, iso: formatMicros(f.time) }));
+          const folded = store.foldedMarks().map((m) => ({ seq: m.seq, time: m.time, name: m.name, kind: m.kind }));
+          if (ctx.json) {
+            ctx.emit({ marks, flushPoints: flushes, foldedMarks: folded });
+            return EXIT.OK;
+          }
+          const out: string[] = [];
+          for (const m of marks) out.push(`mark  ${m.seq} ${m.iso} ${m.kind} ${m.name}`);
+          for (const f of flushes) out.push(`flush ${f.seq} ${f.iso}`);
+          if (out.length) process.stdout.write(out.join('\n') + '\n');
+          if (folded.length) ctx.log.info(`${folded.length} older mark(s) were folded into the base by prune: ${folded.map((m) => m.name).join(', ')}`);
+          return EXIT.OK;
+        }),
+      )
+      .command(
+        'mark <dir> <name>',
+        'Append a bookmark (MARK record) and make it durable',
+        (c) => c
+          .positional('dir', { type: 'string', demandOption: true, description: 'store directory' })
+          .positional('name', { type: 'string', demandOption: true, description: 'bookmark name' })
+          .option('kind', { choices: MARK_KINDS as unknown as string[], default: 'user', description: 'what the point is consistent for' }),
+        wrap<DirArgs & { name: string; kind: MarkKind }>(async (args, ctx) => {
+          const store = await open(args, ctx);
+          if (!store.groupId) throw new DrError('DR_NO_STORE', `journal store ${store.dir} holds no volume group yet: append a stream first`);
+          const app = await store.appender();
+          let seq: number;
+          let time: number;
+          try {
+            seq = app.nextSeq;
+            time = Math.max(nowMicros(), store.lastTime);
+            app.append({ type: 'mark', seq, time, kind: args.kind, id: newId(), name: String(args.name) });
+            await app.sync();
+          } finally {
+            await app.close();
+          }
+          if (ctx.json) ctx.emit({ seq, time, name: String(args.name), kind: args.kind });
+          else process.stdout.write(`${seq}\n`);
+          ctx.log.info(`mark ${JSON.stringify(String(args.name))} (${args.kind}) at seq ${seq}, ${formatMicros(time)}`);
+          return EXIT.OK;
+        }),
+      )
+      .command(
+        'last <dir>',
+        'Print the last durable seq (what a sender resumes after)',
+        (c) => c.positional('dir', { type: 'string', demandOption: true, description: 'store directory' }),
+        wrap<DirArgs>(async (args, ctx) => {
+          const store = await open(args, ctx);
+          if (ctx.json) ctx.emit({ seq: store.lastSeq, time: store.lastSeq >= store.firstSeq ? store.lastTime : null, firstSeq: store.firstSeq });
+          else process.stdout.write(`${store.lastSeq}\n`);
+          return EXIT.OK;
+        }),
+      )
+      .command(
+        'prune <dir>',
+        'Slide the history window: fold older records into the base images and release whole segments',
+        (c) => c
+          .positional('dir', { type: 'string', demandOption: true, description: 'store directory' })
+          .option('keep', { type: 'string', description: 'keep at least this much history, e.g. 7d, 12h (older segments are folded)' })
+          .option('keep-size', { type: 'string', description: 'keep at most this many bytes of segments, e.g. 20G' }),
+        wrap<DirArgs & { keep?: string; keepSize?: string }>(async (args, ctx) => {
+          if (args.keep === undefined && args.keepSize === undefined) throw new DrError('DR_USAGE', 'prune needs --keep DURATION and/or --keep-size SIZE (see dr-journal prune --help)');
+          const keepMs = args.keep !== undefined ? parseDuration(args.keep, '--keep') : undefined;
+          const keepBytes = args.keepSize !== undefined ? parseSize(args.keepSize, '--keep-size') : undefined;
+          const store = await open(args, ctx);
+          const r = await prune(store, { keepMs, keepBytes });
+          if (ctx.json) {
+            ctx.emit({ ...r, foldedMarks: r.foldedMarks.map((m) => ({ seq: m.seq, time: m.time, name: m.name, kind: m.kind })) });
+          } else {
+            process.stdout.write(`folded ${r.foldedSegments} segment(s), ${r.foldedRecords} records; released ${formatBytes(r.releasedBytes)}; window now starts at seq ${r.firstSeq}\n`);
+            for (const m of r.foldedMarks) process.stdout.write(`folded mark ${m.name} (${m.kind}) at seq ${m.seq}: no longer restorable\n`);
+          }
+          if (r.keptForReaders.length) ctx.log.warn(`${r.keptForReaders.length} file(s) kept while readers use them; a later prune releases them`);
+          return EXIT.OK;
+        }),
+      )
+      .demandCommand(1, 'name a command'),
+  );
+}
+
+async function append(args: DirArgs & { file: string; segmentSize?: string }, ctx: Context): Promise<number> {
+  const segmentSize = args.segmentSize !== undefined ? parseSize(args.segmentSize, '--segment-size') : undefined;
+  const input = await openInput(args.file);
+  const store = await open(args, ctx, true, segmentSize);
+  const app = await store.appender();
+  ctx.handlesStop();
+  const parser = new StreamParser();
+  let header: StreamHeader | null = null;
+  let begun = false;
+  let appended = 0;
+  let skipped = 0;
+  let firstAppended: number | null = null;
+  let failure: unknown = null;
+  try {
+    const handle = async (items: StreamItem[]): Promise<void> => {
+      let needSync = false;
+      for (const item of items) {
+        if (item.type === 'header') header = item;
+        else if (item.type === 'volume' || item.type === 'end') continue;
+        else {
+          if (!begun) {
+            app.begin(header!, parser.volumes);
+            begun = true;
+          }
+          if (app.append(item)) {
+            appended++;
+            firstAppended ??= item.seq;
+            if (item.type === 'flush' || item.type === 'mark') needSync = true;
+          } else skipped++;
+        }
+      }
+      if (needSync) await app.sync();
+    };
+    for await (const chunk of input.stream as AsyncIterable<Buffer>) {
+      const items: StreamItem[] = [];
+      let bad: unknown = null;
+      try {
+        parser.push(chunk, items);
+      } catch (err) {
+        bad = err;
+      }
+      await handle(items);
+      if (bad) throw bad;
+      if (ctx.signal.aborted) throw new DrError('DR_INTERRUPTED', `interrupted: stored up to seq ${app.nextSeq - 1}`);
+    }
+    if (!begun && header) {
+      app.begin(header, parser.volumes);
+      begun = true;
+    }
+    parser.finish();
+  } catch (err) {
+    failure = err;
+  }
+  try {
+    await app.close();
+  } catch (err) {
+    failure ??= err;
+  }
+  const durable = app.durableSeq;
+  if (failure) {
+    if (failure instanceof DrError && failure.code === 'DR_TRUNCATED') {
+      throw new DrError('DR_TRUNCATED', `${input.name}: ${failure.message}; stored up to seq ${durable}`, failure.detail);
+    }
+    throw failure;
+  }
+  const summary = { appended, skipped, firstSeq: firstAppended, lastSeq: app.nextSeq - 1, durableSeq: durable };
+  if (ctx.json) ctx.emit(summary);
+  ctx.log.info(`appended ${appended} record(s)${appended ? ` (seq ${firstAppended}..${app.nextSeq - 1})` : ''}, skipped ${skipped} already stored; durable up to seq ${durable}`);
+  return EXIT.OK;
+}
