@@ -23,8 +23,10 @@ export interface CheckpointResult {
   timeoutMs: number;
   /** the hint left in the taps for the next checkpoint */
   nextTimeoutMs: number;
-  /** from the first hold request to the last release, in ms */
+  /** longest time a tap held its writes (hold to MARK), in ms */
   heldMs: number;
+  /** the whole checkpoint, first hold request to the last durable MARK, in ms */
+  totalMs: number;
   /** time until every tap confirmed its hold */
   confirmMs: number;
   taps: Array<{ control: string; seq: number; time: number }>;
@@ -63,21 +65,25 @@ export async function crossTapMark(
       } finally {
         await Promise.allSettled(taps.map((t) => t.request({ op: 'release' })));
       }
-      const heldMs = performance.now() - t0;
+      // how long each tap held its writes: from its hold to its MARK (it releases right after appending it)
+      const heldMs = Math.max(...marks.map((m) => Number(m.heldMs) || 0));
       const bad = marks.find((m) => !m.ok);
       if (bad) throw new DrError((bad.code as 'DR_IO') ?? 'DR_IO', `a tap could not record the mark: ${bad.error}`);
       const nextTimeoutMs = Math.round(Math.max(MIN_TIMEOUT, Math.min(timeoutMs, confirmMs * 4)));
       await Promise.allSettled(taps.map((t) => t.request({ op: 'hint', holdHintMs: nextTimeoutMs })));
       return {
         name: opts.name, kind: opts.kind, id: idToString(id), attempts: attempt, timeoutMs, nextTimeoutMs,
-        heldMs, confirmMs,
+        heldMs, confirmMs, totalMs: performance.now() - t0,
         taps: marks.map((m, i) => ({ control: taps[i]!.path, seq: Number(m.seq), time: Number(m.time) })),
       };
     }
     // Not every tap confirmed: release all, record nothing, try again with more time.
     await Promise.allSettled(taps.map((t) => t.request({ op: 'release' })));
     const why = replies ? replies.filter((r) => !r.ok).map((r) => r.error).join('; ') : `no confirmation within ${timeoutMs}ms`;
-    opts.log?.(`attempt ${attempt}: ${why}; released, retrying with ${timeoutMs * 2}ms`);
+    if (attempt < opts.attempts) {
+      opts.log?.(`attempt ${attempt}: ${why}; released all, retrying with ${timeoutMs * 2}ms`);
+      await new Promise((r) => setTimeout(r, timeoutMs)); // let the taps get on with their writes first
+    }
     timeoutMs *= 2;
   }
   throw new DrError('DR_TIMEOUT', `not every tap confirmed its hold in ${opts.attempts} attempts (last timeout ${timeoutMs / 2}ms); nothing was recorded`);

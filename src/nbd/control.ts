@@ -146,12 +146,13 @@ export class ControlServer {
         const id = typeof req.id === 'string' ? idFromString(req.id) : undefined;
         const done = this.tap.mark(name, kind, id);
         // The MARK is in the journal order now; writes may go on while it becomes durable.
-        if (req.release) this.endHold();
+        const heldMs = req.release && this.holder === sock ? this.endHold() : undefined;
         const r = await done;
-        return { ok: true, seq: r.seq, time: r.time, id: idToString(r.id) };
+        return { ok: true, seq: r.seq, time: r.time, id: idToString(r.id), heldMs };
       }
       case 'release':
-        return { ok: true, heldMs: this.endHold() };
+        // only the client that holds may release (a coordinator whose hold was refused must not end another's)
+        return { ok: true, heldMs: this.holder === sock ? this.endHold() : 0 };
       case 'hint':
         this.holdHintMs = Math.max(0, Number(req.holdHintMs) || 0);
         return { ok: true };

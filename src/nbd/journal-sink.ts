@@ -8,7 +8,9 @@ import fs from 'node:fs';
 import { promisify } from 'node:util';
 import { DrError, fromSystemError } from '../errors.js';
 import { StreamWriter, type RecordInput } from '../format/codec.js';
-import type { SequencedRecord, StreamHeader, VolumeRecord } from '../format/layout.js';
+import type { SequencedRecord, VolumeRecord } from '../format/layout.js';
+import type { Logger } from '../cli/log.js';
+import { JournalStore, type Appender } from '../store/index.js';
 
 const fdatasync = promisify(fs.fdatasync);
 const fsync = promisify(fs.fsync);
@@ -127,33 +129,12 @@ export class StreamSink implements JournalSink {
 
 // ---------------------------------------------------------------- journal store (src/store)
 
-/** The part of the journal store API (src/store/index.ts) a tap uses. */
-export interface StoreLike {
-  groupId: Buffer | null;
-  volumes: VolumeRecord[];
-  lastSeq: number;
-  marks(): Array<{ seq: number; time: number; name: string; kind: string; id: Buffer }>;
-  appender(): Promise<AppenderLike>;
-  close(): Promise<void>;
-}
-export interface AppenderLike {
-  begin(header: StreamHeader, volumes: VolumeRecord[]): void;
-  readonly nextSeq: number;
-  append(rec: SequencedRecord, encoded?: Buffer[]): boolean;
-  sync(): Promise<void>;
-  close(): Promise<void>;
-}
+type StoreLike = JournalStore;
+type AppenderLike = Appender;
 
 /** Open the journal store in `dir` (creating it when absent). */
-export async function openStore(dir: string, log?: unknown): Promise<StoreLike> {
-  const modulePath = '../store/index.js';
-  let mod: { JournalStore: { open(dir: string, opts: unknown): Promise<StoreLike> } };
-  try {
-    mod = (await import(modulePath)) as typeof mod;
-  } catch (err) {
-    throw new DrError('DR_NO_STORE', `the journal store module is not available in this build: ${(err as Error).message}`);
-  }
-  return mod.JournalStore.open(dir, { create: true, log });
+export function openStore(dir: string, log?: Logger): Promise<JournalStore> {
+  return JournalStore.open(dir, { create: true, log });
 }
 
 /** Records appended to a journal store directory through its Appender. */

@@ -60,44 +60,48 @@ export async function runNbdTap(o: TapOptions): Promise<number> {
   if (o.journal && o.state) throw new DrError('DR_USAGE', '--state is for a stream on standard output; a --journal directory keeps its own state');
   if (!o.journal && process.stdout.isTTY) throw new DrError('DR_USAGE', 'the journal stream would go to a terminal: redirect standard output or use --journal DIR');
 
-  // ---- journal identity: group, next seq, volume ids, which volumes need a baseline
+  // ---- journal identity: group, next seq, volume ids, which volumes need a baseline.
+  // Volumes keep their index across runs: the ones the journal knows come first, in
+  // its order (declared even when not served this time), new exports after them.
   const volumes: BackingVolume[] = [];
   const needBaseline: boolean[] = [];
+  const decls: VolumeDecl[] = [];
   let sink: JournalSink;
   let state: TapState | null = null;
+  const openAll = (prior: VolumeDecl[], baselined: (name: string) => boolean, from: string) => {
+    decls.push(...prior);
+    for (const e of o.exports) {
+      const at = prior.findIndex((v) => v.name === e.name);
+      const prev = at >= 0 ? prior[at] : undefined;
+      const index = at >= 0 ? at : decls.length;
+      const v = openBacking(e.name, e.path, index, o.blockSize ?? prev?.blockSize ?? 4096, prev?.id ?? newId());
+      volumes.push(v);
+      if (prev && (prev.size !== v.size || prev.blockSize !== v.blockSize)) {
+        throw new DrError('DR_VOLUME_MISMATCH', `volume ${e.name} is ${prev.size} bytes (block ${prev.blockSize}) in ${from} but ${e.path} is ${v.size} bytes (block ${v.blockSize})`);
+      }
+      if (!prev) decls.push(decl(v));
+      needBaseline.push(!prev || !baselined(e.name));
+    }
+  };
   try {
     if (o.journal) {
       const store = await openStore(o.journal, log);
-      const known = store.volumes;
-      const marks = new Set(store.marks().map((m) => m.name));
-      o.exports.forEach((e, i) => {
-        const prev = known.find((v) => v.name === e.name);
-        const v = openBacking(e.name, e.path, i, o.blockSize ?? prev?.blockSize ?? 4096, prev?.id ?? newId());
-        volumes.push(v);
-        if (prev && prev.size !== v.size) {
-          throw new DrError('DR_VOLUME_MISMATCH', `volume ${e.name} is ${prev.size} bytes in journal ${o.journal} but ${e.path} is ${v.size} bytes`);
-        }
-        needBaseline.push(!prev || !marks.has(`baseline:${e.name}`));
-      });
-      sink = await StoreSink.open(store, o.journal, { groupId: store.groupId ?? newId(), volumes: volumes.map(decl) }).catch(async (err) => {
+      try {
+        const marks = new Set(store.marks().map((m) => m.name));
+        openAll(store.volumes.map((v) => ({ name: v.name, size: v.size, blockSize: v.blockSize, id: v.id })), (n) => marks.has(`baseline:${n}`), `journal ${o.journal}`);
+        sink = await StoreSink.open(store, o.journal, { groupId: store.groupId ?? newId(), volumes: decls });
+      } catch (err) {
         await store.close().catch(() => undefined);
         throw err;
-      });
+      }
     } else {
       state = o.state ? readTapState(o.state) : null;
       if (state && !state.clean) {
         log.warn(`state file ${o.state}: the previous run did not stop cleanly; continuing at seq ${state.nextSeq} (a reader that already has later records refuses them)`);
       }
-      o.exports.forEach((e, i) => {
-        const prev = state?.volumes.find((v) => v.name === e.name);
-        const v = openBacking(e.name, e.path, i, o.blockSize ?? prev?.blockSize ?? 4096, prev?.id ?? newId());
-        volumes.push(v);
-        if (prev && (prev.size !== v.size || prev.blockSize !== v.blockSize)) {
-          throw new DrError('DR_VOLUME_MISMATCH', `volume ${e.name} was ${prev.size} bytes (block ${prev.blockSize}) in the last run, ${e.path} is ${v.size} bytes (block ${v.blockSize})`);
-        }
-        needBaseline.push(!prev?.baselined);
-      });
-      sink = new StreamSink(1, 'standard output', { groupId: state?.groupId ?? newId(), firstSeq: state?.nextSeq ?? 1, volumes: volumes.map(decl) });
+      const st = state;
+      openAll(st?.volumes ?? [], (n) => Boolean(st?.volumes.find((v) => v.name === n)?.baselined), `state file ${o.state}`);
+      sink = new StreamSink(1, 'standard output', { groupId: state?.groupId ?? newId(), firstSeq: state?.nextSeq ?? 1, volumes: decls });
     }
   } catch (err) {
     for (const v of volumes) fs.closeSync(v.fd);
@@ -114,7 +118,11 @@ export async function runNbdTap(o: TapOptions): Promise<number> {
       groupId: sink.groupId,
       nextSeq: sink.nextSeq,
       clean,
-      volumes: volumes.map((v) => ({ ...decl(v), baselined: !v.baseline || v.baselineDone === v.baseline.length })),
+      volumes: decls.map((d) => {
+        const v = volumes.find((x) => x.name === d.name);
+        const before = state?.volumes.find((x) => x.name === d.name)?.baselined ?? false;
+        return { ...d, baselined: v ? !v.baseline || v.baselineDone === v.baseline.length : before };
+      }),
     }, clean);
   };
   saveState(false);
@@ -146,7 +154,7 @@ export async function runNbdTap(o: TapOptions): Promise<number> {
     tap.closeBacking();
     throw err;
   }
-  const journalWhat = o.journal ? `journal ${o.journal}` : 'standard output';
+  const journalWhat = o.journal ?? 'standard output';
   log.info(`serving ${volumes.map((v) => `${v.name} (${formatBytes(v.size)})`).join(', ')} on ${where}, journal to ${journalWhat}, group ${idToString(sink.groupId)}, next seq ${sink.nextSeq}`);
   if (o.json) o.emit({ event: 'listening', address: where, group: idToString(sink.groupId), nextSeq: sink.nextSeq, volumes: volumes.map((v) => ({ name: v.name, size: v.size, id: idToString(v.id), baseline: Boolean(v.baseline) })) });
 
