@@ -8,8 +8,12 @@
 import type { Logger } from '../cli/log.js';
 import { openInput } from '../cli/io.js';
 import { formatBytes, formatMicros } from '../cli/units.js';
-import { DrError } from '../errors.js';
-import { idToString, type SequencedRecord, type VolumeRecord } from '../format/layout.js';
+import { createReadStream, statSync } from 'node:fs';
+import { DrError, fromSystemError } from '../errors.js';
+import { StreamParser } from '../format/codec.js';
+import { readIndexExtents, readIndexSummary } from '../store/segment.js';
+import { baseFiles } from '../store/base.js';
+import { idToString, type VolumeRecord } from '../format/layout.js';
 import { closeImage, openImage, readFully } from './device.js';
 import { DIGEST_LENGTH, ManifestReader, describeManifest } from './manifest.js';
 import { RangeList, type Range } from './ranges.js';
@@ -17,28 +21,8 @@ import type { SignIdentity } from './hashes.js';
 import { DEFAULT_COMPARE_CHUNK } from './compare.js';
 import { hash } from 'node:crypto';
 
-// The parts of the journal store API (store-contract) used here.
-interface StoreReader {
-  groupId: Buffer | null;
-  volumes: VolumeRecord[];
-  firstSeq: number;
-  lastSeq: number;
-  close(): Promise<void>;
-  records(opts?: { fromSeq?: number; untilSeq?: number }): AsyncIterable<SequencedRecord>;
-  resolvePoint(point: string): { seq: number; time: number };
-  marks(): Array<{ seq: number; time: number; name: string }>;
-  pointInTime(seq: number): Promise<{
-    volumes: VolumeRecord[];
-    read(volume: number, offset: number, length: number): Promise<Buffer>;
-    release(): Promise<void>;
-  }>;
-}
-interface StoreModule {
-  JournalStore: { open(dir: string, opts?: { readOnly?: boolean; log?: Logger }): Promise<StoreReader> };
-}
-const STORE_MODULE = '../store/index.js';
-async function store(): Promise<StoreModule> {
-  return (await import(STORE_MODULE)) as StoreModule;
+async function store(): Promise<typeof import('../store/index.js')> {
+  return import('../store/index.js');
 }
 
 function pickVolume(volumes: VolumeRecord[], name: string | undefined, dir: string): VolumeRecord {
@@ -80,15 +64,21 @@ export interface JournalReport {
   records: number;
   byType: Record<string, number>;
   marks: number;
-  signatures: { checked: number; skipped: number };
+  segments: number;
+  baseImages: number;
   problems: Array<{ code: string; message: string }>;
   seconds: number;
 }
 
 /**
- * Read every record of the window in order (the store's reader checks each record's
- * checksums), checking seq continuity, time order and that every record addresses a
- * declared volume inside its size; then compare marks with the records read.
+ * Check a store three ways: (1) every segment file, read as the complete stream it
+ * is, through the format's own parser (every checksum, seq and time order, the END
+ * trailer's counts and running digest; the open last segment may lack END); (2) each
+ * sealed segment's index agrees with what the segment really holds (seq range,
+ * record and byte counts, marks, flush points) and its extent table checksum; (3)
+ * segments continue one another, and the records the store's reader returns over
+ * the whole window are continuous and address declared volumes. Base images: the
+ * store records no checksum for them, so only their presence and size are checked.
  */
 export async function verifyJournal(dir: string, log: Logger): Promise<JournalReport> {
   const t0 = performance.now();
@@ -97,7 +87,7 @@ export async function verifyJournal(dir: string, log: Logger): Promise<JournalRe
   const report: JournalReport = {
     ok: true, dir, groupId: s.groupId ? idToString(s.groupId) : null,
     volumes: s.volumes.map((v) => ({ name: v.name, size: v.size, blockSize: v.blockSize, id: idToString(v.id) })),
-    firstSeq: s.firstSeq, lastSeq: s.lastSeq, records: 0, byType: {}, marks: 0, signatures: { checked: 0, skipped: 0 },
+    firstSeq: s.firstSeq, lastSeq: s.lastSeq, records: 0, byType: {}, marks: 0, segments: 0, baseImages: 0,
     problems: [], seconds: 0,
   };
   const problem = (code: string, message: string) => {
@@ -105,9 +95,54 @@ export async function verifyJournal(dir: string, log: Logger): Promise<JournalRe
     if (report.problems.length < 1000) report.problems.push({ code, message });
   };
   try {
+    // (1) + (2): each segment file on its own
+    let prevLast: number | null = null;
+    const segs = s.segments;
+    for (let i = 0; i < segs.length; i++) {
+      const seg = segs[i]!;
+      report.segments++;
+      const last = i === segs.length - 1;
+      const parsed = await parseSegment(seg.data, last);
+      if (parsed.error) {
+        problem(parsed.error.code, `segment ${seg.data}: ${parsed.error.message}`);
+        continue;
+      }
+      if (parsed.firstSeq !== seg.firstSeq) problem('DR_STORE_CORRUPT', `segment ${seg.data} starts at seq ${parsed.firstSeq}, its name says ${seg.firstSeq}`);
+      if (s.groupId && parsed.groupId && !parsed.groupId.equals(s.groupId)) problem('DR_GROUP_MISMATCH', `segment ${seg.data} belongs to group ${idToString(parsed.groupId)}, the store to ${idToString(s.groupId)}`);
+      if (prevLast !== null && parsed.firstSeq !== prevLast + 1) problem('DR_SEQ_GAP', `segment ${seg.data} starts at seq ${parsed.firstSeq}, after a segment ending at ${prevLast}`);
+      prevLast = parsed.lastSeq;
+      if (!parsed.sealed) continue;
+      const idx = readIndexSummary(seg.index);
+      if (!idx) {
+        problem('DR_STORE_CORRUPT', `index ${seg.index} of a sealed segment is missing or damaged`);
+        continue;
+      }
+      const sum = idx.summary;
+      const want: Array<[string, number, number]> = [
+        ['first seq', sum.firstSeq, parsed.firstSeq], ['last seq', sum.lastSeq, parsed.lastSeq], ['records', sum.records, parsed.records],
+        ['written bytes', sum.writeBytes, parsed.writeBytes], ['zeroed bytes', sum.zeroBytes, parsed.zeroBytes],
+        ['marks', sum.marks.length, parsed.marks.length], ['flushes', sum.flushes.length, parsed.flushes.length],
+        ['size', sum.size, parsed.bytes],
+      ];
+      for (const [what, has, real] of want) {
+        if (has !== real) problem('DR_STORE_CORRUPT', `index ${seg.index} says ${what} ${has}, the segment holds ${real}`);
+      }
+      sum.marks.forEach((m, k) => {
+        const r = parsed.marks[k];
+        if (r && (r.seq !== m.seq || r.name !== m.name)) problem('DR_STORE_CORRUPT', `index ${seg.index} lists mark ${JSON.stringify(m.name)} at seq ${m.seq}, the segment has ${JSON.stringify(r.name)} at ${r.seq}`);
+      });
+      try {
+        readIndexExtents(seg.index, idx);
+      } catch (err) {
+        if (!(err instanceof DrError)) throw err;
+        problem(err.code, err.message);
+      }
+    }
+    if (prevLast !== null && prevLast !== s.lastSeq) problem('DR_SEQ_GAP', `the last segment ends at seq ${prevLast}, the store says ${s.lastSeq}`);
+
+    // (3) the window through the store's reader
     let expect = s.firstSeq;
     let lastTime = 0;
-    const markSeqs = new Set<number>();
     try {
       for await (const r of s.records({ fromSeq: s.firstSeq, untilSeq: s.lastSeq })) {
         if (r.seq !== expect) {
@@ -124,7 +159,6 @@ export async function verifyJournal(dir: string, log: Logger): Promise<JournalRe
           if (!v) problem('DR_BAD_RECORD', `seq ${r.seq} names volume ${r.volume}, which the store does not declare`);
           else if (r.offset + len > v.size) problem('DR_OUT_OF_RANGE', `seq ${r.seq} reaches byte ${r.offset + len}, past the end of ${v.name} (${v.size})`);
         }
-        if (r.type === 'mark') markSeqs.add(r.seq);
         expect++;
       }
     } catch (err) {
@@ -132,19 +166,77 @@ export async function verifyJournal(dir: string, log: Logger): Promise<JournalRe
       problem(err.code, `reading the records: ${err.message}`);
     }
     if (report.ok && expect !== s.lastSeq + 1) problem('DR_SEQ_GAP', `records end at seq ${expect - 1}, the store says its last is ${s.lastSeq}`);
-    const marks = s.marks();
-    report.marks = marks.length;
-    for (const m of marks) {
-      if (m.seq >= s.firstSeq && !markSeqs.has(m.seq)) problem('DR_STORE_CORRUPT', `the index lists mark ${JSON.stringify(m.name)} at seq ${m.seq}, but that record is not a mark`);
-    }
-    for (const seq of markSeqs) {
-      if (!marks.some((m) => m.seq === seq)) problem('DR_STORE_CORRUPT', `mark at seq ${seq} is missing from the index`);
+    report.marks = s.marks().length;
+
+    // base images (generation > 0 exists once prune folded records)
+    const gen = s.window?.baseGen ?? 0;
+    if (gen > 0) {
+      s.volumes.forEach((v, i) => {
+        const f = baseFiles(s.dir, i, gen);
+        try {
+          const st = statSync(f.img);
+          report.baseImages++;
+          if (st.size !== v.size) problem('DR_STORE_CORRUPT', `base image ${f.img} is ${st.size} bytes, volume ${v.name} is ${v.size}`);
+        } catch {
+          problem('DR_STORE_CORRUPT', `base image ${f.img} of volume ${v.name} (generation ${gen}) is missing`);
+        }
+      });
     }
   } finally {
     await s.close();
   }
   report.seconds = (performance.now() - t0) / 1000;
   return report;
+}
+
+interface ParsedSegment {
+  error: { code: string; message: string } | null;
+  groupId: Buffer | null;
+  firstSeq: number;
+  lastSeq: number;
+  records: number;
+  writeBytes: number;
+  zeroBytes: number;
+  marks: Array<{ seq: number; name: string }>;
+  flushes: number[];
+  bytes: number;
+  sealed: boolean;
+}
+
+/** Read a segment file through the stream parser: every check the format defines. */
+async function parseSegment(file: string, open: boolean): Promise<ParsedSegment> {
+  const p = new StreamParser();
+  const r: ParsedSegment = {
+    error: null, groupId: null, firstSeq: 0, lastSeq: 0, records: 0, writeBytes: 0, zeroBytes: 0, marks: [], flushes: [], bytes: 0, sealed: false,
+  };
+  const input = createReadStream(file, { highWaterMark: 1 << 20 });
+  try {
+    for await (const chunk of input) {
+      for (const it of p.push(chunk as Buffer)) {
+        if (it.type === 'header') {
+          r.groupId = it.groupId;
+          r.firstSeq = it.firstSeq;
+          r.lastSeq = it.firstSeq - 1;
+        } else if (it.type === 'end') r.sealed = true;
+        else if (it.type !== 'volume') {
+          r.lastSeq = it.seq;
+          r.records++;
+          if (it.type === 'write') r.writeBytes += it.data.length;
+          if (it.type === 'zero') r.zeroBytes += it.length;
+          if (it.type === 'mark') r.marks.push({ seq: it.seq, name: it.name });
+          if (it.type === 'flush') r.flushes.push(it.seq);
+        }
+      }
+    }
+    r.bytes = p.offset;
+    if (!open || p.pendingBytes > 0) p.finish();
+  } catch (err) {
+    if (err instanceof DrError) r.error = { code: err.code, message: err.message };
+    else throw fromSystemError(err, `reading segment ${file}`);
+  } finally {
+    input.destroy();
+  }
+  return r;
 }
 
 export function printJournalReport(r: JournalReport): void {
@@ -154,7 +246,9 @@ export function printJournalReport(r: JournalReport): void {
   out.push(`volumes:  ${r.volumes.length}${r.volumes.map((v) => `\n  ${v.name} ${formatBytes(v.size)} (block ${v.blockSize}) id ${v.id}`).join('')}`);
   out.push(`window:   seq ${r.firstSeq}..${r.lastSeq}`);
   out.push(`records:  ${r.records}${Object.keys(r.byType).length ? ` (${Object.entries(r.byType).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}`);
+  out.push(`segments: ${r.segments} (each read as a whole stream: checksums, order, trailer; sealed ones against their index)`);
   out.push(`marks:    ${r.marks}`);
+  if (r.baseImages > 0) out.push(`base:     ${r.baseImages} base image(s) present with the volumes' sizes`);
   for (const p of r.problems) out.push(`problem:  ${p.message} (${p.code})`);
   out.push(`result:   ${r.ok ? 'ok' : `${r.problems.length} problem(s)`}`);
   process.stdout.write(out.join('\n') + '\n');
