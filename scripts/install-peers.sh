@@ -16,6 +16,11 @@ have zstd        || need+=(zstd)
 have mkfs.ext4   || need+=(e2fsprogs)
 have losetup     || need+=(mount)
 [ -x /usr/bin/time ] || need+=(time)
+# the archive tests' S3 endpoint: a single-node Ceph cluster with the RADOS Gateway (test/helpers/ceph.ts)
+have ceph-mon || need+=(ceph-mon)
+have ceph-osd || need+=(ceph-osd)
+have radosgw  || need+=(radosgw)
+have ceph     || need+=(ceph-common)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-peers: installing ${need[*]}" >&2
   SUDO=""
