@@ -15,6 +15,7 @@ import { ControlServer } from './control.js';
 import { StoreSink, StreamSink, openStore, type JournalSink, type VolumeDecl } from './journal-sink.js';
 import { NbdServer } from './server.js';
 import { Tap, openBacking, type BackingVolume } from './tap.js';
+import { readBackingCheckpoint, recoverBacking, writeBackingCheckpoint, type BackingCheckpoint } from './backing-checkpoint.js';
 import { readTapState, writeTapState, type TapState } from './tap-state.js';
 
 export interface TapOptions {
@@ -27,6 +28,9 @@ export interface TapOptions {
   control?: string;
   blockSize?: number;
   signEveryMs?: number;
+  /** default: checkpoint with --journal, flush with a stream */
+  backingSync?: 'flush' | 'checkpoint';
+  checkpointEveryMs?: number;
   log: Logger;
   json: boolean;
   /** one JSON document for machine output (stdout when it is free, else stderr) */
@@ -58,6 +62,10 @@ export async function runNbdTap(o: TapOptions): Promise<number> {
     throw new DrError('DR_USAGE', `--block-size ${o.blockSize}: must be a power of two from 512 to 1M`);
   }
   if (o.journal && o.state) throw new DrError('DR_USAGE', '--state is for a stream on standard output; a --journal directory keeps its own state');
+  const backingSync = o.backingSync ?? (o.journal ? 'checkpoint' : 'flush');
+  if (backingSync === 'checkpoint' && !o.journal) {
+    throw new DrError('DR_USAGE', '--backing-sync checkpoint needs --journal DIR (the journal must be local to repair the backing store from it)');
+  }
   if (!o.journal && process.stdout.isTTY) throw new DrError('DR_USAGE', 'the journal stream would go to a terminal: redirect standard output or use --journal DIR');
 
   // ---- journal identity: group, next seq, volume ids, which volumes need a baseline.
@@ -68,6 +76,7 @@ export async function runNbdTap(o: TapOptions): Promise<number> {
   const decls: VolumeDecl[] = [];
   let sink: JournalSink;
   let state: TapState | null = null;
+  let checkpoint: BackingCheckpoint | null = null;
   const openAll = (prior: VolumeDecl[], baselined: (name: string) => boolean, from: string) => {
     decls.push(...prior);
     for (const e of o.exports) {
@@ -90,6 +99,10 @@ export async function runNbdTap(o: TapOptions): Promise<number> {
         const marks = new Set(store.marks().map((m) => m.name));
         openAll(store.volumes.map((v) => ({ name: v.name, size: v.size, blockSize: v.blockSize, id: v.id })), (n) => marks.has(`baseline:${n}`), `journal ${o.journal}`);
         sink = await StoreSink.open(store, o.journal, { groupId: store.groupId ?? newId(), volumes: decls });
+        if (backingSync === 'checkpoint') {
+          checkpoint = readBackingCheckpoint(o.journal);
+          await recoverBacking(store, volumes, checkpoint, log);
+        }
       } catch (err) {
         await store.close().catch(() => undefined);
         throw err;
@@ -109,6 +122,13 @@ export async function runNbdTap(o: TapOptions): Promise<number> {
   }
 
   const tap = new Tap(volumes, sink, log);
+  tap.backingSync = backingSync;
+  const saveCheckpoint = (seq: number) => {
+    if (!checkpoint || !o.journal) return;
+    for (const v of volumes) checkpoint.volumes[v.name] = { id: v.id.toString('hex'), seq, path: v.path };
+    writeBackingCheckpoint(o.journal, checkpoint);
+  };
+  saveCheckpoint(sink.nextSeq - 1); // recovered (or nothing to recover): the backing stores hold every record so far
   volumes.forEach((v, i) => {
     if (needBaseline[i]) tap.needBaseline(v);
   });
@@ -189,6 +209,16 @@ export async function runNbdTap(o: TapOptions): Promise<number> {
       log.warn(`signature: ${(err as Error).message}`);
     }
   }, o.signEveryMs) : null;
+  let checkpointing = false;
+  const checkpointTimer = checkpoint ? setInterval(() => {
+    if (checkpointing || !volumes.some((v) => v.dirty)) return;
+    checkpointing = true;
+    tap.checkpointBacking().then((seq) => saveCheckpoint(seq)).catch((err: unknown) => {
+      log.warn(`checkpoint: ${(err as Error).message}`);
+    }).finally(() => {
+      checkpointing = false;
+    });
+  }, o.checkpointEveryMs ?? 10_000) : null;
   let lastSaved = sink.nextSeq;
   const stateTimer = o.state ? setInterval(() => {
     if (sink.nextSeq !== lastSaved) {
@@ -210,12 +240,14 @@ export async function runNbdTap(o: TapOptions): Promise<number> {
   log.debug('stopping: no new connections, finishing requests in flight');
   if (signTimer) clearInterval(signTimer);
   if (stateTimer) clearInterval(stateTimer);
+  if (checkpointTimer) clearInterval(checkpointTimer);
   await control.close();
   await server.close();
   await baselineDone;
   let status = 0;
   try {
     if (!tap.fatal) await tap.flush();
+    if (!tap.fatal && checkpoint) saveCheckpoint(await tap.checkpointBacking());
     await sink.close();
     saveState(!tap.fatal);
   } catch (err) {

@@ -100,11 +100,32 @@ export class Tap {
   fatal: DrError | null = null;
   onFatal: ((err: DrError) => void) | null = null;
 
+  /**
+   * flush: FLUSH and FUA sync the journal and every backing store written to.
+   * checkpoint: they sync the journal only (the write-ahead log); backing stores are
+   * synced by checkpointBacking() and repaired from the journal after a crash.
+   */
+  backingSync: 'flush' | 'checkpoint' = 'flush';
+
   constructor(
     readonly volumes: BackingVolume[],
     readonly sink: JournalSink,
     private readonly log?: Logger,
   ) {}
+
+  /** Sync every backing store written to; resolves with the seq up to which they are all on stable storage. */
+  async checkpointBacking(): Promise<number> {
+    const seq = this.sink.nextSeq - 1;
+    const dirty = this.volumes.filter((v) => v.dirty);
+    for (const v of dirty) v.dirty = false;
+    try {
+      await Promise.all(dirty.map((v) => fdatasync(v.fd)));
+    } catch (err) {
+      for (const v of dirty) v.dirty = true;
+      throw fromSystemError(err, 'syncing a backing store');
+    }
+    return seq;
+  }
 
   /** The NBD export of one volume. */
   exportOf(v: BackingVolume): NbdExport {
@@ -234,7 +255,7 @@ export class Tap {
 
   private async syncNow(): Promise<void> {
     if (this.fatal) throw this.fatal;
-    const dirty = this.volumes.filter((v) => v.dirty);
+    const dirty = this.backingSync === 'flush' ? this.volumes.filter((v) => v.dirty) : [];
     for (const v of dirty) v.dirty = false;
     try {
       await Promise.all([

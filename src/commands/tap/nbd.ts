@@ -18,6 +18,8 @@ interface NbdArgs extends CommonArgs {
   control?: string;
   blockSize?: string;
   signEvery?: string;
+  backingSync?: string;
+  checkpointEvery?: string;
 }
 
 interface MarkArgs extends CommonArgs {
@@ -44,6 +46,8 @@ export const register: Register = (y, wrap) =>
           .option('control', { type: 'string', description: 'open a control socket (mode 0600) for dr-tap mark' })
           .option('block-size', { type: 'string', description: 'volume block size in the journal (power of two, 512..1M; default 4096, or the journal\'s)' })
           .option('sign-every', { type: 'string', description: 'every DUR, record a SIGNATURE (sha256) of the next 1 MiB of a volume, rotating through all' })
+          .option('backing-sync', { type: 'string', choices: ['flush', 'checkpoint'], description: 'flush: FLUSH/FUA sync the journal and the backing stores; checkpoint (default with --journal): they sync the journal, the backing stores are synced every --checkpoint-every and repaired from the journal after a crash' })
+          .option('checkpoint-every', { type: 'string', description: 'with --backing-sync checkpoint: sync the backing stores this often (default 10s)' })
           .conflicts('socket', 'port')
           .check((a) => {
             if (a.socket === undefined && a.port === undefined) throw new DrError('DR_USAGE', 'name --socket PATH or --port N');
@@ -62,6 +66,8 @@ export const register: Register = (y, wrap) =>
           control: args.control,
           blockSize: args.blockSize !== undefined ? parseSize(args.blockSize, 'block size') : undefined,
           signEveryMs: args.signEvery !== undefined ? parseDuration(args.signEvery, '--sign-every') : undefined,
+          backingSync: args.backingSync as 'flush' | 'checkpoint' | undefined,
+          checkpointEveryMs: args.checkpointEvery !== undefined ? parseDuration(args.checkpointEvery, '--checkpoint-every') : undefined,
           log: ctx.log,
           json: ctx.json,
           // with the stream on standard output, JSON goes to standard error
