@@ -215,10 +215,12 @@ function checkUntilSeen(applier: Applier): void {
 function annotate(err: unknown, applier: Applier, inputName: string): unknown {
   if (!(err instanceof DrError)) return err;
   const where = applier.begun ? `; ${applier.describe()}` : '';
+  // Faults of the input itself (they carry a byte offset) name the input.
+  const from = err.detail.offset !== undefined ? `${inputName}: ` : '';
   if (err.code === 'DR_TRUNCATED') {
-    return new DrError('DR_TRUNCATED', `${inputName}: ${err.message}${where}; rerun with the rest of the stream to continue`, err.detail);
+    return new DrError('DR_TRUNCATED', `${from}${err.message}${where}; rerun with the rest of the stream to continue`, err.detail);
   }
-  return new DrError(err.code, `${inputName}: ${err.message}${where}`, err.detail);
+  return new DrError(err.code, `${from}${err.message}${where}`, err.detail);
 }
 
 // ------------------------------------------------------------------ journal store

@@ -483,7 +483,7 @@ export class Applier {
     }
     // Everything before the signature stays applied and recorded.
     this.checkpoint();
-    throw new DrError('DR_MISMATCH', what, { lastGoodSeq: this.appliedSeq, ...m });
+    throw new DrError('DR_MISMATCH', what, { lastGoodSeq: this.appliedSeq, mismatch: m });
   }
 
   /** Make every write durable (fdatasync), then record appliedSeq in the state file. */
