@@ -55,12 +55,12 @@ export async function makeJournal(dir: string, spec: JournalSpec): Promise<{ gro
 }
 
 /** Every record of a store, hashed in order: equal digests = the same records, byte for byte. */
-export async function digestJournal(dir: string): Promise<{ lastSeq: number; records: number; digest: string; groupId: string | null }> {
+export async function digestJournal(dir: string, untilSeq?: number): Promise<{ lastSeq: number; records: number; digest: string; groupId: string | null }> {
   const store = await JournalStore.open(dir, { readOnly: true });
   const h = createHash('sha256');
   let records = 0;
   try {
-    for await (const r of store.records({ fromSeq: store.firstSeq })) {
+    for await (const r of store.records({ fromSeq: store.firstSeq, untilSeq: untilSeq ?? store.lastSeq })) {
       for (const p of encodeRecord(r)) h.update(p);
       records++;
     }

@@ -1,0 +1,155 @@
+// dr-ship without the network: schedule files, SIGHUP reload, --follow, the
+// receiver refusing what it does not understand, a stream on stdin resent from the
+// bounded buffer after the receiver is killed, usage errors.
+import t from 'tap';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { StreamWriter } from '../../src/format/codec.js';
+import { newId } from '../../src/format/layout.js';
+import { parseSchedule, windowAt } from '../../src/transport/schedule.js';
+import { makeJournal, digestJournal, VOLUME_SIZE } from '../helpers/ship-journal.js';
+import { DR_SHIP, childPids, killLeftovers, run, sleepMs, waitFor } from '../helpers/ship-run.js';
+
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'drkit-shiplocal-'));
+t.teardown(() => {
+  killLeftovers();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+/** A journal stream in memory: `n` writes of `size` bytes, half random half zero. */
+function streamBytes(n: number, size: number, end = true): Buffer {
+  const w = new StreamWriter({ groupId: newId(), firstSeq: 1 });
+  const parts: Buffer[] = [w.start(), ...w.volume({ name: 'disk0', size: VOLUME_SIZE, blockSize: 4096, id: newId() })];
+  for (let i = 0; i < n; i++) {
+    const data = Buffer.alloc(size, i % 2 ? 0 : (i * 7) & 0xff);
+    parts.push(...w.record({ type: 'write', volume: 0, offset: (i * size) % (VOLUME_SIZE - size), data }).parts);
+  }
+  if (end) parts.push(...w.end());
+  return Buffer.concat(parts);
+}
+
+t.test('schedule files: windows, weekdays, past midnight, errors with line numbers', async (t) => {
+  const s = parseSchedule(['# DAYS HOURS RATE RPO', 'mon-fri 08:00-18:00 10M 5m', '', 'mon-fri 18:00-08:00 unlimited 30s  # nights', 'sat,sun * 1M/s none'].join('\n'), 'x');
+  t.equal(s.windows.length, 3);
+  const at = (iso: string) => windowAt(s, new Date(iso));
+  // local time: build dates without a zone suffix
+  t.equal(at('2026-11-23T09:30:00')?.line, 2, 'Monday morning: business hours');
+  t.equal(at('2026-11-23T09:30:00')?.rate, 10 * 1024 * 1024);
+  t.equal(at('2026-11-23T09:30:00')?.rpo, 300_000);
+  t.equal(at('2026-11-23T18:00:00')?.line, 4, 'Monday 18:00: the night window starts');
+  t.equal(at('2026-11-24T07:59:00')?.line, 4, 'Tuesday 07:59: still Monday night');
+  t.equal(at('2026-11-24T07:59:00')?.rate, Infinity, 'unlimited');
+  t.equal(at('2026-11-22T12:00:00')?.line, 5, 'Sunday: weekend line');
+  t.equal(at('2026-11-22T12:00:00')?.rpo, null, 'no RPO target');
+  t.equal(at('2026-11-23T03:00:00'), null, 'Monday 03:00: Sunday night is not in any window (nights are mon-fri)');
+  const bad = (text: string) => t.throws(() => parseSchedule(text, 'f.sched'), { code: 'DR_BAD_SCHEDULE' });
+  t.throws(() => parseSchedule('* * 1M 5m\nmon-fry 08:00-09:00 1M 5m', 'f.sched'), { code: 'DR_BAD_SCHEDULE', message: /f.sched line 2: bad days "mon-fry"/ });
+  t.throws(() => parseSchedule('\n\n* 25:00-26:00 1M 5m', 'f.sched'), { message: /line 3: bad time "25:00"/ });
+  t.throws(() => parseSchedule('* * fast 5m', 'f.sched'), { message: /line 1: bad rate "fast"/ });
+  t.throws(() => parseSchedule('* * 1M soon', 'f.sched'), { message: /line 1: bad RPO "soon"/ });
+  t.throws(() => parseSchedule('* * 1M', 'f.sched'), { message: /line 1: expected 4 fields/ });
+  bad('* 08:00-08:00 1M 5m');
+});
+
+t.test('a malformed schedule is refused before connecting', async (t) => {
+  const f = path.join(tmp, 'bad.sched');
+  writeFileSync(f, '# ok\nmon-fri 08:00-18:00 10M 5m\nmon-fri 8-18 10M 5m\n');
+  const res = await run(DR_SHIP, ['send', path.join(tmp, 'nowhere'), '--schedule', f, '--', 'true']).done;
+  t.equal(res.code, 2);
+  t.equal(res.stderr.trim(), `dr-ship: error: schedule ${f} line 3: bad time "8": use HH:MM (00:00-23:59, 24:00 as an end) (DR_BAD_SCHEDULE)`);
+});
+
+t.test('usage: the transport command is required', async (t) => {
+  const res = await run(DR_SHIP, ['send', tmp]).done;
+  t.equal(res.code, 2);
+  t.match(res.stderr, /name the transport command after --.*\(DR_USAGE\)/);
+});
+
+t.test('--follow ships new records as they are appended; SIGHUP reloads the schedule; SIGTERM stops cleanly', async (t) => {
+  const src = path.join(tmp, 'f-src');
+  const dst = path.join(tmp, 'f-dst');
+  const sched = path.join(tmp, 'follow.sched');
+  writeFileSync(sched, '* * unlimited 1h\n');
+  await makeJournal(src, { writes: 10, writeSize: 4096 });
+  const r = run(DR_SHIP, ['send', src, '--follow', '--schedule', sched, '--json', '--', DR_SHIP, 'receive', dst]);
+  await waitFor('the first records', () => r.events().some((e) => e.event === 'status' && Number(e.acked_seq) === 10));
+  const more = await makeJournal(src, { writes: 20, writeSize: 4096 });
+  await waitFor('the appended records', () => r.events().some((e) => e.event === 'status' && Number(e.acked_seq) === more.lastSeq));
+  writeFileSync(sched, '* * unlimited 1h\nsun-thu 09:00-25:00 1M 1m\n');
+  r.child.kill('SIGHUP');
+  await waitFor('the reload warning', () => /line 2/.test(r.stderr())).catch((err) => {
+    throw new Error(`${err.message}: ${r.stderr().split('\n').filter((l) => !l.includes('"status"')).join('\n')}`);
+  });
+  t.match(r.stderr(), /warning: schedule .*follow.sched line 2: .*\(DR_BAD_SCHEDULE\); keeping the schedule in force/, 'bad reload: warning with the line, old schedule kept');
+  writeFileSync(sched, '* * 2M 1h\n');
+  r.child.kill('SIGHUP');
+  await waitFor('the reload', () => r.events().some((e) => e.event === 'schedule-reloaded'));
+  await waitFor('the new rate in force', () => r.events().some((e) => e.event === 'status' && e.rate_limit_bps === 2 * 1024 * 1024));
+  r.child.kill('SIGTERM');
+  const res = await r.done;
+  t.equal(res.code, 0, 'SIGTERM: the stream is closed properly, exit 0');
+  const a = await digestJournal(src);
+  const b = await digestJournal(dst);
+  t.equal(b.lastSeq, a.lastSeq, 'everything appended arrived');
+  t.equal(b.digest, a.digest, 'same records');
+});
+
+t.test('a stream on stdin: unacknowledged records are resent after the receiver is killed', async (t) => {
+  const dst = path.join(tmp, 's-dst');
+  const bytes = streamBytes(128, 64 * 1024); // 8 MiB
+  const r = run(DR_SHIP, ['send', '-', '--buffer', '2M', '--rate', '3M', '--json', '--', DR_SHIP, 'receive', dst], { input: bytes });
+  let kills = 0;
+  for (let i = 0; i < 2; i++) {
+    await waitFor('a connection', () => r.events().filter((e) => e.event === 'connected').length > i);
+    await sleepMs(500);
+    const kids = childPids(r.child.pid!);
+    if (kids.length === 0) break;
+    for (const p of kids) process.kill(p, 'SIGKILL');
+    kills++;
+  }
+  const res = await r.done;
+  t.equal(res.code, 0, 'exit 0');
+  t.ok(kills >= 1, `receiver killed ${kills} times`);
+  const ref = path.join(tmp, 's-ref');
+  const direct = await run(DR_SHIP, ['send', '-', '--', DR_SHIP, 'receive', ref], { input: bytes }).done;
+  t.equal(direct.code, 0);
+  const a = await digestJournal(ref);
+  const b = await digestJournal(dst);
+  t.equal(b.lastSeq, 128, 'all 128 records');
+  t.equal(b.digest, a.digest, 'the same records as an unbroken run');
+});
+
+t.test('stdin cut short: the valid records are shipped, then DR_TRUNCATED', async (t) => {
+  const dst = path.join(tmp, 't-dst');
+  const bytes = streamBytes(10, 4096, false);
+  const res = await run(DR_SHIP, ['send', '-', '--', DR_SHIP, 'receive', dst], { input: bytes.subarray(0, bytes.length - 100) }).done;
+  t.equal(res.code, 3);
+  t.match(res.stderr, /standard input ended with a truncated record after seq 9; the records before it were shipped \(DR_TRUNCATED\)/);
+  t.equal((await digestJournal(dst)).lastSeq, 9, 'the 9 complete records are stored');
+});
+
+t.test('the receiver refuses what it does not understand', async (t) => {
+  const dst = path.join(tmp, 'r-dst');
+  const cases: Array<[string, Buffer, string, RegExp]> = [
+    ['not a sender', Buffer.from('GET / HTTP/1.1\r\n\r\n'), 'DR_BAD_MAGIC', /not a dr-ship sender/],
+    ['another version', Buffer.from('drship-send 2 compress=none from=1\n'), 'DR_UNSUPPORTED_VERSION', /sender speaks dr-ship protocol 2; this receiver speaks 1/],
+    ['unknown compression', Buffer.from('drship-send 1 compress=lz4 from=1\n'), 'DR_UNSUPPORTED_FEATURE', /compression "lz4"/],
+    ['not a stream', Buffer.concat([Buffer.from('drship-send 1 compress=none from=1\n'), Buffer.alloc(100, 0x41)]), 'DR_BAD_MAGIC', /not a drkit journal stream/],
+  ];
+  const good = streamBytes(4, 4096);
+  const corrupt = Buffer.from(good);
+  corrupt[good.length - 200] ^= 0xff;
+  cases.push(['a corrupt record', Buffer.concat([Buffer.from('drship-send 1 compress=none from=1\n'), corrupt]), 'DR_BAD_CHECKSUM', /checksum mismatch/]);
+  for (const [what, input, code, msg] of cases) {
+    const res = await run(DR_SHIP, ['receive', dst], { input }).done;
+    t.equal(res.code, 2, `${what}: exit 2`);
+    const lines = res.stdout.trim().split('\n');
+    t.match(lines[0], /^drship-receive 1 seq=\d+ group=\S+ compress=brotli$/, `${what}: greeting first`);
+    t.match(lines.at(-1), new RegExp(`^error ${code} `), `${what}: error line for the sender`);
+    t.match(res.stderr, msg, `${what}: says what`);
+    t.match(res.stderr, new RegExp(`^dr-ship: error: .*\\(${code}\\)\\n$`), `${what}: one line on stderr`);
+  }
+  const d = await digestJournal(dst);
+  t.equal(d.lastSeq, 3, 'the records before the corrupt one were kept');
+});
