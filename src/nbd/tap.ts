@@ -159,7 +159,8 @@ export class Tap {
       return this.sink.append(input);
     } catch (err) {
       const e = err instanceof DrError ? err : fromSystemError(err, `writing ${this.sink.what}`);
-      if (e.code !== 'DR_NO_SPACE' || this.sink.what.startsWith('standard output')) this.die(e);
+      // A journal that failed once is not trusted with more records: stop (what it holds stays valid).
+      this.die(e);
       throw Object.assign(e, { nbdErrno: e.code === 'DR_NO_SPACE' ? 28 : 5 });
     }
   }
