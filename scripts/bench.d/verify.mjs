@@ -1,0 +1,73 @@
+// dr-verify: images of BENCH_SIZE_MIB (default 1024) MiB, page cache warm.
+//   1. `dr-verify compare A B` of two identical images vs `cmp A B` (both read everything)
+//   2. `dr-verify hashes A` (SHA-256 per 64 KiB chunk, both cores) vs `sha256sum A`
+// Each pair runs BENCH_ROUNDS times (default 3) interleaved, best time counts.
+// Peak memory via /usr/bin/time -f %M.
+import { spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync, copyFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const MiB = 1 << 20;
+const size = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const root = new URL('../../', import.meta.url).pathname;
+const dir = mkdtempSync(join(tmpdir(), 'drkit-bench-verify-'));
+
+function timed(cmd, args, okStatus = [0]) {
+  const memFile = join(dir, 'mem.txt');
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync('/usr/bin/time', ['-f', '%M', '-o', memFile, cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  const s = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (!okStatus.includes(r.status)) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status} ${r.stderr}`);
+  return { s, peak: Math.round(Number(readFileSync(memFile, 'utf8').trim().split('\n').pop()) / 1024) };
+}
+
+function best(fn) {
+  let b = null;
+  for (let i = 0; i < rounds; i++) {
+    const r = fn();
+    if (!b || r.s < b.s) b = r;
+  }
+  return b;
+}
+
+function line(name, d, peer, p, note) {
+  console.log(JSON.stringify({
+    area: 'verify', name, drkit_s: Number(d.s.toFixed(3)), peer, peer_s: Number(p.s.toFixed(3)),
+    ratio: Number((p.s / d.s).toFixed(3)), higher_is_better: true, drkit_peak_mib: d.peak, bytes: size, note,
+  }));
+}
+
+try {
+  const a = join(dir, 'a.img');
+  const b = join(dir, 'b.img');
+  const pool = randomBytes(64 * MiB);
+  const fd = openSync(a, 'w');
+  for (let o = 0; o < size; o += pool.length) writeSync(fd, pool, 0, Math.min(pool.length, size - o));
+  closeSync(fd);
+  copyFileSync(a, b);
+  spawnSync('sh', ['-c', `cat ${a} ${b} > /dev/null`]);
+  const verify = join(root, 'bin/dr-verify');
+  // interleave drkit and peer rounds
+  let dC = null, pC = null;
+  for (let i = 0; i < rounds; i++) {
+    const d = timed(verify, ['compare', a, b, '-q']);
+    const p = timed('cmp', [a, b]);
+    if (!dC || d.s < dC.s) dC = d;
+    if (!pC || p.s < pC.s) pC = p;
+  }
+  line(`dr-verify compare of two identical ${size / MiB} MiB images`, dC, 'cmp', pC, `best of ${rounds}; page cache warm; ${process.env.DRKIT_THREADS ?? 'all'} cores`);
+  let dH = null, pH = null;
+  for (let i = 0; i < rounds; i++) {
+    const d = timed('sh', ['-c', `exec ${verify} hashes ${a} -q > /dev/null`]);
+    const p = timed('sha256sum', [a]);
+    if (!dH || d.s < dH.s) dH = d;
+    if (!pH || p.s < pH.s) pH = p;
+  }
+  line(`dr-verify hashes of a ${size / MiB} MiB image (SHA-256 per 64 KiB, both cores)`, dH, 'sha256sum', pH, `best of ${rounds}; page cache warm; manifest to /dev/null`);
+  void best;
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
