@@ -13,8 +13,11 @@ export function run(
 ): Promise<RunResult> {
   const file = cmd.startsWith('dr-') ? BIN + cmd : cmd;
   return new Promise((resolve, reject) => {
+    // The commands run as a user runs them: without the test runner's loader options.
+    const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1', ...opts.env };
+    delete env.NODE_OPTIONS;
     const child = spawn(file, args, {
-      env: { ...process.env, NO_COLOR: '1', ...opts.env },
+      env,
       cwd: opts.cwd,
       stdio: ['pipe', 'pipe', 'pipe'],
     });
