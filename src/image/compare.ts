@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import { DrError } from '../errors.js';
 import { closeImage, openImage } from './device.js';
 import { DIGEST_LENGTH, ManifestReader, checkChunkSize, describeManifest, type ManifestHeader } from './manifest.js';
-import { WorkerPool, ordered } from './pool.js';
+import { WorkerPool, defaultThreads, ordered } from './pool.js';
 import { RangeList, type Range } from './ranges.js';
 import { STRIPE, type CompareResult, type CompareTask, type HashResult, type HashTask } from './tasks.js';
 
@@ -42,7 +42,7 @@ export async function compareImages(a: string, b: string, opts: { chunk?: number
   closeImage(hb);
   const common = Math.min(ha.size, hb.size);
   const ranges = new RangeList(opts.maxRanges, chunk);
-  const pool = new WorkerPool();
+  const pool = new WorkerPool(defaultThreads(common * 2));
   try {
     const stripe = Math.max(STRIPE, chunk);
     function* tasks(): Generator<CompareTask> {
@@ -103,7 +103,7 @@ export async function compareWithManifest(
   // agree; when they differ, only the chunks that end within the common part.
   const comparable = h.size === m.volumeSize ? m.chunkCount : Math.floor(common / chunk);
   const ranges = new RangeList(opts.maxRanges, chunk);
-  const pool = new WorkerPool();
+  const pool = new WorkerPool(defaultThreads(common));
   try {
     const stripe = Math.max(STRIPE, chunk);
     const perTask = stripe / chunk;

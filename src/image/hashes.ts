@@ -14,7 +14,7 @@ import { StreamWriter } from '../format/codec.js';
 import { newId, type VolumeRecord } from '../format/layout.js';
 import { closeImage, openImage } from './device.js';
 import { ManifestEncoder, checkChunkSize, chunkCountFor, type ManifestHeader } from './manifest.js';
-import { WorkerPool, ordered } from './pool.js';
+import { WorkerPool, defaultThreads, ordered } from './pool.js';
 import { STRIPE, type HashResult, type HashTask } from './tasks.js';
 import { nowMicros } from '../format/codec.js';
 
@@ -23,7 +23,7 @@ export const DEFAULT_SIGN_CHUNK = 1024 * 1024;
 
 /** Ordered per-chunk SHA-256 digests of an image, a stripe at a time. */
 export async function* imageDigests(path: string, size: number, chunk: number): AsyncGenerator<{ first: number; digests: Buffer }> {
-  const pool = new WorkerPool();
+  const pool = new WorkerPool(defaultThreads(size));
   try {
     const stripe = Math.max(STRIPE, chunk);
     function* tasks(): Generator<HashTask> {

@@ -7,7 +7,7 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { DrError, type DrCode } from '../errors.js';
-import type { Task, TaskResult } from './tasks.js';
+import { runTask, type Task, type TaskResult } from './tasks.js';
 
 interface Pending { resolve: (r: TaskResult) => void; reject: (e: Error) => void }
 
@@ -21,8 +21,9 @@ export class WorkerPool {
   private failed: Error | null = null;
   readonly size: number;
 
+  /** threads = 0: run tasks inline on the main thread (small images: no thread start-up cost) */
   constructor(threads = defaultThreads()) {
-    this.size = threads;
+    this.size = Math.max(threads, 1);
     for (let i = 0; i < threads; i++) {
       const w = new Worker(new URL('./worker.js', import.meta.url));
       w.on('message', (m: { id: number; result?: TaskResult; error?: { code: string; message: string } }) => this.done(w, m));
@@ -34,6 +35,13 @@ export class WorkerPool {
 
   run(task: Task, transfer: ArrayBuffer[] = []): Promise<TaskResult> {
     if (this.failed) return Promise.reject(this.failed);
+    if (this.workers.length === 0) {
+      try {
+        return Promise.resolve(runTask(task).result);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
@@ -76,9 +84,20 @@ export class WorkerPool {
   }
 }
 
-export function defaultThreads(): number {
-  const env = Number(process.env.DRKIT_THREADS);
-  if (Number.isInteger(env) && env > 0) return Math.min(env, 64);
+/** Below this many bytes of image work, threads cost more to start than they save. */
+export const INLINE_BELOW = 16 << 20;
+
+/**
+ * Worker threads for `bytes` of image work: DRKIT_THREADS if set (0 = inline), else
+ * one per core (at most 8), or none (inline) for small images.
+ */
+export function defaultThreads(bytes = Infinity): number {
+  const text = process.env.DRKIT_THREADS;
+  if (text !== undefined && text !== '') {
+    const env = Number(text);
+    if (Number.isInteger(env) && env >= 0) return Math.min(env, 64);
+  }
+  if (bytes < INLINE_BELOW) return 0;
   return Math.max(1, Math.min(availableParallelism(), 8));
 }
 

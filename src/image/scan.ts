@@ -21,7 +21,7 @@ import {
   MANIFEST_HEADER_SIZE, ManifestReader, chunkCountFor, describeManifest, encodeManifestHeader,
   type ManifestHeader,
 } from './manifest.js';
-import { WorkerPool, ordered } from './pool.js';
+import { WorkerPool, defaultThreads, ordered } from './pool.js';
 import type { ScanResult, ScanTask } from './tasks.js';
 
 export const DEFAULT_SCAN_BLOCK = 4096;
@@ -175,7 +175,7 @@ export async function scanImage(opts: ScanOptions): Promise<ScanSummary> {
   // A broken pipe ends the process from the CLI kit's handler: never leave the temp file behind.
   process.once('exit', removeTmp);
   let committed = false;
-  const pool = new WorkerPool();
+  const pool = new WorkerPool(defaultThreads(size));
   let oldStream: ReturnType<typeof createReadStream> | null = null;
   try {
     let manifestPos = MANIFEST_HEADER_SIZE;

@@ -28,7 +28,8 @@ t.test('first run: the baseline of non-zero blocks; later runs: only what change
   patch(img, 3 * MiB, pattern(4 * KiB, 2)); // block 768
   patch(img, 6 * MiB - 4 * KiB, pattern(4 * KiB, 3)); // the last block
 
-  const r1 = await run('dr-tap', ['scan', img, '--manifest', m]);
+  const threads = { env: { DRKIT_THREADS: '2' } }; // worker threads even for a small image
+  const r1 = await run('dr-tap', ['scan', img, '--manifest', m], threads);
   t.equal(r1.code, 0, r1.stderr);
   t.match(r1.stderr, /baseline: 4 block\(s\) written \(16\.0 KiB\), 0 zeroed, of 1536 blocks of 4096 bytes; seq 1\.\.4/);
   const s1 = decodeStream(r1.stdout);
@@ -45,7 +46,7 @@ t.test('first run: the baseline of non-zero blocks; later runs: only what change
   patch(img, 4 * KiB, pattern(4 * KiB, 9)); // block 1 new data
   patch(img, 3 * MiB, Buffer.alloc(4 * KiB)); // block 768 becomes zero
   patch(img, 5 * MiB, pattern(12 * KiB, 4)); // blocks 1280..1282 new
-  const r2 = await run('dr-tap', ['scan', img, '--manifest', m, '--mark', 'after-change']);
+  const r2 = await run('dr-tap', ['scan', img, '--manifest', m, '--mark', 'after-change'], threads);
   t.equal(r2.code, 0, r2.stderr);
   const s2 = decodeStream(r2.stdout);
   t.ok(s2[0]!.type === 'header' && header1.type === 'header' && s2[0].groupId.equals(header1.groupId), 'same group id as the first run');
@@ -151,7 +152,7 @@ t.test('block device: scan a loop device', async (t) => {
     execFileSync('losetup', ['-d', dev]);
   });
   const m = join(d, 'loop.manifest');
-  const r = await run('dr-tap', ['scan', dev, '--manifest', m, '--volume', 'lv0', '--json']);
+  const r = await run('dr-tap', ['scan', dev, '--manifest', m, '--volume', 'lv0', '--json'], { env: { DRKIT_THREADS: '2' } });
   t.equal(r.code, 0, r.stderr);
   const s = decodeStream(r.stdout);
   const vol = s[1]!;

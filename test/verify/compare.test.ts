@@ -31,14 +31,17 @@ t.test('compare: differing ranges, merged, human and exact (--json)', async (t) 
   b[4 * MiB - 1] ^= 1; // the very last byte
   writeFileSync(join(d, 'a'), a);
   writeFileSync(join(d, 'b'), b);
-  const r = await run('dr-verify', ['compare', join(d, 'a'), join(d, 'b')]);
+  const threads = { env: { DRKIT_THREADS: '2' } }; // worker threads even for a small image
+  const r = await run('dr-verify', ['compare', join(d, 'a'), join(d, 'b')], threads);
   t.equal(r.code, 1, 'different: exit 1');
   const text = r.stdout.toString();
   t.match(text, /differ: 3 ranges/);
   t.match(text, /at 4\.88 KiB: 3\.91 KiB/);
   t.match(text, /at 2\.00 MiB: 1 B/);
-  const j = await run('dr-verify', ['compare', join(d, 'a'), join(d, 'b'), '--json']);
+  const j = await run('dr-verify', ['compare', join(d, 'a'), join(d, 'b'), '--json'], threads);
   t.equal(j.code, 1);
+  const inline = await run('dr-verify', ['compare', join(d, 'a'), join(d, 'b'), '--json'], { env: { DRKIT_THREADS: '0' } });
+  t.same(JSON.parse(inline.stdout.toString()).ranges, JSON.parse(j.stdout.toString()).ranges, 'same ranges without threads');
   const rep = JSON.parse(j.stdout.toString());
   t.same(rep.ranges, [
     { offset: 5000, length: 4001 },
@@ -94,7 +97,7 @@ t.test('hashes: round trip over a pipe, like ssh drsite dr-verify hashes | dr-ve
   writeFileSync(join(d, 'prod'), a);
   writeFileSync(join(d, 'replica'), a);
   const sh = (cmd: string) => spawnSync('sh', ['-c', cmd], { cwd: d, env: { ...process.env, PATH: `${BIN}:${process.env.PATH}`, NO_COLOR: '1' } });
-  const same = sh('dr-verify hashes replica --chunk 64K | dr-verify compare prod --against-hashes -');
+  const same = sh('DRKIT_THREADS=2 dr-verify hashes replica --chunk 64K | DRKIT_THREADS=2 dr-verify compare prod --against-hashes -');
   t.equal(same.status, 0, same.stderr.toString());
   t.match(same.stdout.toString(), /prod and standard input are identical/);
 
