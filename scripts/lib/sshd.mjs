@@ -36,8 +36,11 @@ function waitForPort(port, ms) {
   });
 }
 
-/** Start sshd; throws with the reason when it cannot (no sshd binary, not root, ...). */
-export async function startSshd() {
+/**
+ * Start sshd; throws with the reason when it cannot (no sshd binary, not root, ...).
+ * opts.path: PATH for remote commands (SetEnv), e.g. so the far end finds dr-* and node.
+ */
+export async function startSshd(opts = {}) {
   if (!SSHD) throw new Error('sshd is not installed (Debian package openssh-server)');
   const dir = mkdtempSync(join(tmpdir(), 'drkit-sshd-'));
   mkdirSync('/run/sshd', { recursive: true });
@@ -54,8 +57,7 @@ export async function startSshd() {
     `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${join(dir, 'host_key')}`, `PidFile ${join(dir, 'sshd.pid')}`,
     `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`, 'PasswordAuthentication no', 'KbdInteractiveAuthentication no',
     'UsePAM no', 'StrictModes no', 'PermitRootLogin prohibit-password', 'LogLevel ERROR', 'MaxStartups 100:30:200',
-    // The remote side must find node: pass the caller's PATH through.
-    'PermitUserEnvironment no', 'AcceptEnv NONE', '',
+    ...(opts.path ? [`SetEnv PATH=${opts.path}`] : []), '',
   ].join('\n'));
   const proc = spawn(SSHD, ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
