@@ -1,5 +1,5 @@
 /** dr-journal: the durable journal store of a volume group (src/store does the work). */
-import { pipeline } from 'node:stream/promises';
+import { once } from 'node:events';
 import { runCli, type CommonArgs, type Context } from '../cli/main.js';
 import { openInput } from '../cli/io.js';
 import { formatBytes, formatMicros, parseDuration, parseSize, parseTime } from '../cli/units.js';
@@ -42,7 +42,10 @@ export function main(argv: string[]): Promise<number> {
           const untilSeq = args.until !== undefined ? store.resolvePoint(args.until).seq : undefined;
           const sinceTime = args.since !== undefined ? parseTime(args.since) : undefined;
           if (args.follow) ctx.handlesStop();
-          await pipeline(store.catStream({ fromSeq: args.from, sinceTime, untilSeq, follow: args.follow, signal: ctx.signal }), process.stdout);
+          // write by hand (not pipeline): a store error then reaches the user as itself, not as a stdout error
+          for await (const chunk of store.catStream({ fromSeq: args.from, sinceTime, untilSeq, follow: args.follow, signal: ctx.signal })) {
+            if (!process.stdout.write(chunk as Buffer)) await once(process.stdout, 'drain');
+          }
           return EXIT.OK;
         }),
       )

@@ -198,8 +198,7 @@ export class JournalStore {
     // A torn tail is at most one record long; more than that, or losing records that
     // were made durable, is damage that must not be "repaired" away.
     const durable = readDurable(this.dir);
-    const lostDurable = b && durable && durable.seq > b.summary.lastSeq && durable.seq >= b.summary.firstSeq
-      && !LockFile.liveOwner(path.join(this.dir, APPEND_LOCK));
+    const lostDurable = b && durable && durable.seq > b.summary.lastSeq && durable.seq >= b.summary.firstSeq;
     if (tail > LIMITS.maxPayload + 2 * RECORD_HEADER_SIZE + 64 || lostDurable) {
       throw new DrError('DR_STORE_CORRUPT', `segment ${file} is damaged at byte ${scan.validEnd} (${scan.fault}); ${tail} bytes follow${lostDurable ? `, seq up to ${durable!.seq} were durable` : ''}`, { offset: scan.validEnd, lastGoodSeq: lastGood ?? undefined });
     }

@@ -6,7 +6,8 @@ import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { StreamWriter, type RecordInput } from '../../src/format/codec.js';
+import { createHash } from 'node:crypto';
+import { StreamParser, StreamWriter, type RecordInput } from '../../src/format/codec.js';
 import type { SequencedRecord, StreamHeader, VolumeRecord } from '../../src/format/layout.js';
 
 export const ROOT = path.resolve(new URL('../..', import.meta.url).pathname);
@@ -146,11 +147,66 @@ export function tmpdir(prefix = 'drj-'): string {
 }
 
 /** Run bin/dr-journal with stdin bytes; returns status, stdout (Buffer) and stderr. */
+/** The environment for spawned commands: without the test runner's TypeScript loader (NODE_OPTIONS). */
+export function childEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.NODE_OPTIONS;
+  return env;
+}
+
 export function journal(args: string[], input?: Buffer, opts: { timeout?: number } = {}): SpawnSyncReturns<Buffer> & { err: string } {
-  const r = spawnSync(process.execPath, [BIN, ...args], { input, maxBuffer: 1 << 30, timeout: opts.timeout ?? 60_000 });
+  const r = spawnSync(process.execPath, [BIN, ...args], { input, maxBuffer: 1 << 30, timeout: opts.timeout ?? 60_000, env: childEnv() });
   return Object.assign(r, { err: r.stderr.toString() });
 }
 
 export function journalAsync(args: string[]) {
-  return spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  return spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: childEnv() });
+}
+
+/** Every file under `dir` with its size and SHA-256: to check that a refused command changed nothing. */
+export function snapshot(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string): void => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else out[path.relative(dir, p)] = createHash('sha256').update(fs.readFileSync(p)).digest('hex');
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+/** Decode a whole stream (must be complete). */
+export function decode(bytes: Buffer): { header: StreamHeader; volumes: VolumeRecord[]; records: SequencedRecord[] } {
+  const p = new StreamParser();
+  const items = p.push(bytes);
+  p.finish();
+  return {
+    header: items[0] as StreamHeader,
+    volumes: items.filter((i): i is VolumeRecord => i.type === 'volume'),
+    records: items.filter((i): i is SequencedRecord => i.type !== 'header' && i.type !== 'volume' && i.type !== 'end'),
+  };
+}
+
+/** Comparable form of a record: sorted keys, Buffers as hex, absent flags as false. */
+export function plain(r: SequencedRecord): string {
+  const o: Record<string, unknown> = { ...r };
+  if (r.type === 'write') o.fua = Boolean(r.fua);
+  if (r.type === 'zero') o.discard = Boolean(r.discard);
+  const keys = Object.keys(o).sort();
+  return keys.map((k) => {
+    const v = o[k];
+    return `${k}=${Buffer.isBuffer(v) ? v.toString('hex') : String(v)}`;
+  }).join(' ');
+}
+
+/** The part of a generated stream from record `fromSeq` on, as a new stream (a resend). */
+export function restream(g: GenStream, fromSeq: number, toSeq = Infinity, end = true): Buffer {
+  const w = new StreamWriter({ groupId: g.header.groupId, firstSeq: fromSeq, created: g.header.created });
+  const parts: Buffer[] = [w.start()];
+  for (const v of g.volumes) parts.push(...w.volume({ name: v.name, size: v.size, blockSize: v.blockSize, id: v.id, time: v.time }));
+  for (const r of g.records) if (r.seq >= fromSeq && r.seq <= toSeq) parts.push(...w.record(r as RecordInput).parts);
+  if (end) parts.push(...w.end());
+  return Buffer.concat(parts);
 }
