@@ -23,7 +23,7 @@ import type { Writable } from 'node:stream';
 import { DrError, fromSystemError } from '../errors.js';
 import { StreamWriter } from '../format/codec.js';
 import { LIMITS, isPowerOfTwo, newId, type RecordInput } from '../format/index.js';
-import { readFully } from './device.js';
+import { blockDeviceSize, readFully } from './device.js';
 
 export const LOG_MAGIC = 0x6a736677736872n;
 export const LOG_VERSION = 1n;
@@ -76,7 +76,9 @@ class LogFile {
   constructor(readonly path: string) {
     try {
       this.fd = openSync(path, 'r');
-      this.size = fstatSync(this.fd).size;
+      const st = fstatSync(this.fd);
+      // a log on a block device (the kernel target's log device): fstat says 0 bytes
+      this.size = st.isBlockDevice() ? blockDeviceSize(path, st.rdev) : st.size;
     } catch (err) {
       throw fromSystemError(err, `cannot open log ${path}`);
     }
@@ -123,7 +125,7 @@ class LogFile {
       if (flags & LOG_MARK) {
         if (dataLen > BigInt(S - ENTRY_SIZE)) throw this.bad(`entry ${i}: mark of ${dataLen} bytes does not fit its sector`, at);
         if (e.length < S) throw new DrError('DR_TRUNCATED', `${this.path}: log ends inside entry ${i}`);
-        mark = e.toString('utf8', ENTRY_SIZE, ENTRY_SIZE + Number(dataLen)).replace(/\0+$/, '');
+        mark = markName(e.subarray(ENTRY_SIZE, ENTRY_SIZE + Number(dataLen)));
       }
       const nrSectors = Number(nr);
       const dataAt = at + S;
@@ -134,6 +136,17 @@ class LogFile {
   close(): void {
     closeSync(this.fd);
   }
+}
+
+/**
+ * A dm-log-writes mark as a journal MARK name: trailing NULs dropped, control
+ * characters replaced by '?', cut to the format's 255 bytes on a character boundary.
+ */
+export function markName(raw: Buffer): string {
+  // eslint-disable-next-line no-control-regex
+  let name = raw.toString('utf8').replace(/\0+$/, '').replace(/[\u0000-\u001f\u007f]/g, '?');
+  while (Buffer.byteLength(name) > 255) name = name.slice(0, -1);
+  return name;
 }
 
 /** First pass: the header and the furthest extent written (for the volume size). */

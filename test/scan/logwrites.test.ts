@@ -104,14 +104,17 @@ t.test('kernel log: marks, discards, pre-flush writes; only committed entries co
     { sector: 10, nr: 1, flags: 4 }, // DISCARD: no data follows
     { sector: 20, nr: 1, flags: 1 | 16, data: b }, // pre-flush write (METADATA annotation ignored)
     { sector: 40, nr: 1, flags: 2, data: b }, // FUA write
+    { sector: 0, nr: 0, flags: 8, mark: `long\t${'é'.repeat(200)}` }, // a kernel mark may be longer than a MARK name
     { sector: 30, nr: 1, flags: 0, data: b }, // not committed: after nr_entries
-  ], 6);
+  ], 7);
   writeFileSync(join(d, 'k.log'), log);
   const r = await run('dr-tap', ['logwrites', join(d, 'k.log'), '--size', '1M', '--group', 'ffeeddccbbaa99887766554433221100', '--first-seq', '100']);
   t.equal(r.code, 0, r.stderr);
   const items = decodeStream(r.stdout);
   const recs = items.filter((i) => i.type !== 'header' && i.type !== 'volume' && i.type !== 'end');
-  t.same(recs.map((i) => [i.type, i.seq]), [['write', 100], ['flush', 101], ['mark', 102], ['zero', 103], ['flush', 104], ['write', 105], ['write', 106], ['flush', 107]]);
+  t.same(recs.map((i) => [i.type, i.seq]), [['write', 100], ['flush', 101], ['mark', 102], ['zero', 103], ['flush', 104], ['write', 105], ['write', 106], ['flush', 107], ['mark', 108]]);
+  const long = recs[8]!;
+  t.ok(long.type === 'mark' && long.name.startsWith('long?éé') && Buffer.byteLength(long.name) <= 255, 'a long mark is cut to 255 bytes, control characters replaced');
   const fua = recs[6]!;
   t.ok(fua.type === 'write' && fua.fua && fua.offset === 40 * S, 'a FUA write keeps its FUA flag and is followed by a FLUSH');
   t.notOk(recs[5]!.type === 'write' && recs[5].fua, 'a plain write has no FUA flag');
