@@ -19,6 +19,7 @@ interface SendArgs extends CommonArgs {
   timeout: string;
   buffer: string;
   retries?: number;
+  statusInterval: string;
   '--'?: Array<string | number>;
   _: Array<string | number>;
 }
@@ -51,6 +52,7 @@ export function main(argv: string[]): Promise<number> {
             .option('on-rpo-breach', { type: 'string', description: 'Command line (run by /bin/sh) run once per RPO breach, details in DR_RPO_* variables' })
             .option('timeout', { type: 'string', default: '30s', description: 'Give up on a connection when no greeting or ack arrives for this long' })
             .option('buffer', { type: 'string', default: '64M', description: 'From stdin: unacknowledged bytes kept for resending; when full, stdin is not read' })
+            .option('status-interval', { type: 'string', default: '1s', description: 'How often --json status lines are written (and the lag checked on a timer)' })
             .option('retries', { type: 'number', description: 'Consecutive failed connections before giving up (default: 3 with --once, 10 without --follow, unlimited with --follow)' })
             .check((a) => {
               const cmd = (a['--'] as unknown[] | undefined) ?? [];
@@ -64,6 +66,8 @@ export function main(argv: string[]): Promise<number> {
           const rpoMs = args.rpo !== undefined ? parseDuration(args.rpo, 'RPO') : null;
           const timeoutMs = parseDuration(args.timeout, 'timeout');
           if (timeoutMs < 100) throw new DrError('DR_USAGE', `--timeout ${args.timeout} is too short (at least 100ms)`);
+          const statusMs = parseDuration(args.statusInterval, 'status interval');
+          if (statusMs < 10) throw new DrError('DR_USAGE', `--status-interval ${args.statusInterval} is too short (at least 10ms)`);
           const bufferBytes = parseSize(args.buffer, 'buffer');
           if (bufferBytes < 1024 * 1024) throw new DrError('DR_USAGE', `--buffer ${args.buffer} is too small (at least 1M; a record may be 32 MiB)`);
           if (args.schedule) loadSchedule(args.schedule); // refuse a bad schedule before connecting
@@ -80,7 +84,7 @@ export function main(argv: string[]): Promise<number> {
           ctx.handlesStop();
           const sender = new Sender({
             source, command, follow: Boolean(args.follow), once: Boolean(args.once), compress: Boolean(args.compress),
-            rate, rpoMs, scheduleFile: args.schedule ?? null, onRpoBreach: args.onRpoBreach, timeoutMs, retries,
+            rate, rpoMs, scheduleFile: args.schedule ?? null, onRpoBreach: args.onRpoBreach, timeoutMs, statusMs, retries,
             json: ctx.json, log: ctx.log, stop: ctx.signal,
           });
           return sender.run();

@@ -32,6 +32,8 @@ export interface SendOptions {
   scheduleFile: string | null;
   onRpoBreach?: string;
   timeoutMs: number;
+  /** how often --json status lines (and the progress bar) are written */
+  statusMs: number;
   /** consecutive attempts without progress before giving up */
   retries: number;
   json: boolean;
@@ -49,7 +51,6 @@ type Outcome =
 
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
-const STATUS_MS = 1000;
 
 export class Sender {
   private state: State = 'connecting';
@@ -144,7 +145,7 @@ export class Sender {
     if (!this.o.json && log.verbosity >= 0) {
       this.progress = createProgress({ total: 1, enabled: true, format: 'dr-ship [{bar}] seq {value}/{total} | {state} | lag {lag} | {rate}' });
     }
-    const timer = setInterval(() => this.tick(), STATUS_MS);
+    const timer = setInterval(() => this.tick(), this.o.statusMs);
     const onHup = () => this.reloadSchedule();
     process.on('SIGHUP', onHup);
     let failures = 0;

@@ -92,7 +92,7 @@ export class StoreSource implements ShipSource {
       await closeStore();
       throw err;
     }
-    const stream: Readable = store.catStream({ fromSeq, follow: this.follow, signal });
+    const stream: Readable = store.catStream({ fromSeq, follow: this.follow, signal, pollMs: 25 });
     const framer = new RecordFramer();
     const items = framed(stream, framer);
     const volumes: RawRecord[] = [];

@@ -1,0 +1,184 @@
+// dr-ship: BENCH_SIZE_MIB (default 1024) MiB of journal through ssh on 127.0.0.1 (a real
+// sshd), `dr-ship send DIR --once -- ssh ... dr-ship receive DIR2` (receiver appends,
+// fdatasyncs and acknowledges) versus `cat SEGMENTS | ssh ... 'cat > FILE'` of the same
+// segment bytes (no sync). The data: 64 KiB writes, every other one random, the rest
+// zeros ("half random, half zeros"). Figures:
+//   1. plain (no compression)                    target >= 0.9x
+//   2. --compress (brotli frames, zero blocks)   target > 1x
+//   3. lag p50 / p99 under a steady write load: a writer appends 64 KiB writes at
+//      BENCH_SHIP_LOAD_MIB (default 16) MiB/s for BENCH_SHIP_LOAD_S (default 20) s, synced
+//      every 50 ms, while `dr-ship send --follow` ships them; lag sampled every 100 ms from
+//      --json status lines (the age of the oldest unacknowledged record).
+// Each pair runs BENCH_ROUNDS times (default 2) interleaved, best time counts. Peak memory
+// of dr-ship send via /usr/bin/time -f %M.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { startSshd } from '../lib/sshd.mjs';
+
+const MiB = 1 << 20;
+const size = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
+const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+const loadMiB = Number(process.env.BENCH_SHIP_LOAD_MIB ?? 16);
+const loadSeconds = Number(process.env.BENCH_SHIP_LOAD_S ?? 20);
+const root = new URL('../../', import.meta.url).pathname;
+const drShip = join(root, 'bin/dr-ship');
+const dir = mkdtempSync(join(tmpdir(), 'drkit-bench-ship-'));
+const log = (m) => process.stderr.write(`bench ship: ${m}\n`);
+const remotePath = `${dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`;
+
+// The writer: appends 64 KiB writes (odd ones zero) through the store API, in its own process.
+const writerJs = join(dir, 'writer.mjs');
+writeFileSync(writerJs, `
+import { randomBytes } from 'node:crypto';
+import { JournalStore } from ${JSON.stringify(join(root, 'dist/store/index.js'))};
+import { StreamWriter } from ${JSON.stringify(join(root, 'dist/format/codec.js'))};
+const [dirArg, totalArg, rateArg, groupHex] = process.argv.slice(2);
+const total = Number(totalArg), rate = Number(rateArg); // bytes, bytes/s (0 = as fast as possible)
+const store = await JournalStore.open(dirArg, { create: true });
+const a = await store.appender();
+const w = new StreamWriter({ groupId: Buffer.from(groupHex, 'hex'), firstSeq: a.nextSeq });
+const vol = { type: 'volume', seq: 0, time: 0, index: 0, blockSize: 4096, size: 4 * 1024 ** 3, id: Buffer.alloc(16, 1), name: 'disk0' };
+a.begin(w.header, store.volumes.length ? store.volumes : [vol]);
+const K = 64 * 1024, pool = randomBytes(64 * 1024 * 1024), zero = Buffer.alloc(K);
+const t0 = performance.now();
+let lastSync = t0;
+for (let i = 0, n = 0; n < total; i++, n += K) {
+  const data = i % 2 ? zero : pool.subarray(((i * 389) % 1024) * K, ((i * 389) % 1024) * K + K);
+  const { record, parts } = w.record({ type: 'write', volume: 0, offset: (i * K) % (4 * 1024 ** 3), data });
+  a.append(record, parts);
+  if (rate > 0) {
+    const due = t0 + (n / rate) * 1000;
+    if (performance.now() - lastSync >= 50) { await a.sync(); lastSync = performance.now(); }
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+  }
+}
+await a.sync();
+await a.close();
+await store.close();
+`);
+
+function must(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * MiB, ...opts });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status} ${r.stderr ?? ''}`);
+  return r;
+}
+
+function timed(cmd, args, opts = {}) {
+  const memFile = join(dir, 'mem.txt');
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync('/usr/bin/time', ['-f', '%M', '-o', memFile, cmd, ...args], { encoding: 'utf8', maxBuffer: 64 * MiB, ...opts });
+  const s = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status}\n${r.stderr}`);
+  const kb = Number(readFileSync(memFile, 'utf8').trim().split('\n').at(-1));
+  return { s, mib: Math.round(kb / 1024), stderr: r.stderr };
+}
+
+const q = (s) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+const sshd = await startSshd();
+try {
+  const ssh = sshd.ssh;
+  const group = randomBytes(16).toString('hex');
+  const src = join(dir, 'src');
+  log(`writing a ${size / MiB} MiB journal (64 KiB writes, half random, half zeros)`);
+  must(process.execPath, [writerJs, src, String(size), '0', group]);
+  const segDir = join(src, 'segments');
+  const segments = readdirSync(segDir).filter((f) => f.endsWith('.drj')).sort().map((f) => join(segDir, f));
+  const segBytes = segments.reduce((n, f) => n + statSync(f).size, 0);
+  // warm the page cache for both sides
+  must('bash', ['-c', `cat ${segments.map(q).join(' ')} > /dev/null`]);
+
+  const peer = () => {
+    const out = join(dir, 'peer.out');
+    const cmd = `set -o pipefail; cat ${segments.map(q).join(' ')} | ${ssh.map(q).join(' ')} ${q(`cat > ${out}`)}`;
+    const t0 = process.hrtime.bigint();
+    must('bash', ['-c', cmd]);
+    const s = Number(process.hrtime.bigint() - t0) / 1e9;
+    if (statSync(out).size !== segBytes) throw new Error('peer copy is short');
+    rmSync(out);
+    return s;
+  };
+  const ship = (compress) => {
+    const dst = join(dir, 'dst');
+    rmSync(dst, { recursive: true, force: true });
+    const remote = `env PATH=${remotePath} ${drShip} receive ${dst}`;
+    const r = timed(drShip, ['send', src, '--once', '--json', ...(compress ? ['--compress'] : []), '--', ...ssh, remote]);
+    const done = r.stderr.split('\n').filter((l) => l.includes('"event":"done"')).map((l) => JSON.parse(l))[0];
+    const info = JSON.parse(must(process.execPath, ['-e', `
+      import(${JSON.stringify(join(root, 'dist/store/index.js'))}).then(async ({ JournalStore }) => {
+        const s = await JournalStore.open(${JSON.stringify(dst)}, { readOnly: true });
+        console.log(JSON.stringify({ lastSeq: s.lastSeq }));
+      });`]).stdout);
+    rmSync(dst, { recursive: true, force: true });
+    return { ...r, done, lastSeq: info.lastSeq };
+  };
+
+  const srcLast = JSON.parse(must(process.execPath, ['-e', `
+    import(${JSON.stringify(join(root, 'dist/store/index.js'))}).then(async ({ JournalStore }) => {
+      const s = await JournalStore.open(${JSON.stringify(src)}, { readOnly: true });
+      console.log(JSON.stringify({ lastSeq: s.lastSeq }));
+    });`]).stdout).lastSeq;
+
+  for (const compress of [false, true]) {
+    let best = null;
+    let bestPeer = Infinity;
+    for (let i = 0; i < rounds; i++) {
+      const p = peer();
+      bestPeer = Math.min(bestPeer, p);
+      const d = ship(compress);
+      if (d.lastSeq !== srcLast) throw new Error(`replica ends at seq ${d.lastSeq}, source at ${srcLast}`);
+      log(`${compress ? '--compress' : 'plain'} round ${i + 1}: dr-ship ${d.s.toFixed(2)} s (${d.mib} MiB peak, ${(d.done.wire_bytes / MiB).toFixed(0)} MiB on the wire), cat|ssh ${p.toFixed(2)} s`);
+      if (!best || d.s < best.s) best = d;
+    }
+    console.log(JSON.stringify({
+      area: 'ship',
+      name: compress ? `${size / MiB} MiB over ssh, --compress, half random/half zero` : `${size / MiB} MiB over ssh, plain`,
+      drkit_s: +best.s.toFixed(3),
+      peer: "cat segments | ssh 'cat > file'",
+      peer_s: +bestPeer.toFixed(3),
+      ratio: +(bestPeer / best.s).toFixed(3),
+      higher_is_better: true,
+      drkit_peak_mib: best.mib,
+      bytes: segBytes,
+      note: `receiver appends, fdatasyncs and acks (the peer does not sync); ${(best.done.wire_bytes / MiB).toFixed(0)} MiB on the wire; best of ${rounds}`,
+    }));
+  }
+
+  // Lag under a steady write load.
+  const lsrc = join(dir, 'lag-src');
+  const ldst = join(dir, 'lag-dst');
+  must(process.execPath, [writerJs, lsrc, String(MiB), '0', group]);
+  const remote = `env PATH=${remotePath} ${drShip} receive ${ldst}`;
+  const sender = spawn(drShip, ['send', lsrc, '--follow', '--json', '--status-interval', '100ms', '--', ...ssh, remote], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  sender.stderr.on('data', (d) => (err += d));
+  const exited = new Promise((r) => sender.on('exit', r));
+  await new Promise((r) => setTimeout(r, 3000));
+  log(`steady load: ${loadMiB} MiB/s for ${loadSeconds} s while dr-ship send --follow ships`);
+  const loadStart = Date.now();
+  await new Promise((resolve, reject) => {
+    const w = spawn(process.execPath, [writerJs, lsrc, String(loadMiB * MiB * loadSeconds), String(loadMiB * MiB), group], { stdio: 'inherit' });
+    w.on('exit', (c) => (c === 0 ? resolve() : reject(new Error(`writer exit ${c}`))));
+  });
+  const loadEnd = Date.now();
+  await new Promise((r) => setTimeout(r, 2000));
+  sender.kill('SIGTERM'); // graceful: closes the stream, waits for the last ack
+  await exited;
+  const lags = err.split('\n').filter((l) => l.includes('"event":"status"')).map((l) => JSON.parse(l))
+    .filter((e) => Date.parse(e.time) >= loadStart + 1000 && Date.parse(e.time) <= loadEnd).map((e) => e.lag_ms).sort((a, b) => a - b);
+  const pct = (p) => lags[Math.min(lags.length - 1, Math.floor((p / 100) * lags.length))];
+  for (const p of [50, 99]) {
+    console.log(JSON.stringify({
+      area: 'ship', name: `lag p${p} under ${loadMiB} MiB/s of writes (--follow)`, drkit_s: +(pct(p) / 1000).toFixed(3),
+      peer: null, peer_s: null, ratio: null, higher_is_better: false, bytes: loadMiB * MiB * loadSeconds,
+      note: `age of the oldest unacknowledged record, ${lags.length} samples every 100 ms; p50 ${pct(50)} ms, p99 ${pct(99)} ms, max ${lags.at(-1)} ms`,
+    }));
+  }
+} finally {
+  await sshd.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
