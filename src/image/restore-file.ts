@@ -29,6 +29,10 @@ export interface RestoreStats {
 
 /** granularity of hole detection in sparse output */
 const BLOCK = 4096;
+/** zero runs shorter than this are written (one large write beats many small ones) */
+const HOLE_MIN = 64 * 1024;
+/** chunk writes in flight to a sparse file */
+const WRITES_IN_FLIGHT = 3;
 
 /** Restore a volume into FILE: refused if it exists unless `force`; atomic for regular files. */
 export async function restoreToFile(
@@ -49,14 +53,23 @@ export async function restoreToFile(
   const started = process.hrtime.bigint();
   const out = await AtomicOutput.create(file);
   let written = 0;
+  // positional writes of successive chunks run in the thread pool while the next chunk is read
+  const writes: Array<Promise<number>> = [];
   try {
     await out.fh.truncate(vol.size);
     for await (const piece of volumePieces(reader, vol.index, vol.size, opts)) {
-      if (piece.data) written += await writeNonZero(out, piece.data, piece.offset);
+      if (piece.data) {
+        const w = writeNonZero(out, piece.data, piece.offset);
+        w.catch(() => undefined); // awaited below, in order
+        writes.push(w);
+        if (writes.length >= WRITES_IN_FLIGHT) written += await writes.shift()!;
+      }
       opts.onProgress?.(piece.offset + piece.length);
     }
+    while (writes.length > 0) written += await writes.shift()!;
     await out.commit();
   } catch (err) {
+    await Promise.allSettled(writes);
     await out.abort();
     if (err instanceof DrError) throw err;
     throw fromSystemError(err, `cannot write ${file}`);
@@ -64,15 +77,20 @@ export async function restoreToFile(
   return { bytes: vol.size, written, sparse: vol.size - written, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
 }
 
-/** Write the runs of non-zero blocks of `data` at `pos`; returns the bytes written. */
+/**
+ * Write `data` at `pos` into the new (all-hole) file, leaving out leading and
+ * trailing zero blocks and inner runs of zero blocks of at least HOLE_MIN bytes
+ * (they stay holes); shorter inner zero runs are written with the data around
+ * them: fewer, larger writes. Returns the bytes written.
+ */
 async function writeNonZero(out: AtomicOutput, data: Buffer, pos: number): Promise<number> {
   let written = 0;
-  let runStart = -1;
-  const flush = async (end: number): Promise<void> => {
-    if (runStart < 0) return;
-    await writeFully(out, data.subarray(runStart, end), pos + runStart);
-    written += end - runStart;
-    runStart = -1;
+  let dataStart = -1; // start of the current run to write
+  let zeroStart = -1; // start of the zero blocks at the end of that run (or before any data)
+  const emit = async (end: number): Promise<void> => {
+    if (dataStart < 0 || end <= dataStart) return;
+    await writeFully(out, data.subarray(dataStart, end), pos + dataStart);
+    written += end - dataStart;
   };
   for (let o = 0; o < data.length; o += BLOCK) {
     const n = Math.min(BLOCK, data.length - o);
@@ -80,10 +98,18 @@ async function writeNonZero(out: AtomicOutput, data: Buffer, pos: number): Promi
     const zero = n >= 8 && (data.readUInt32LE(o) !== 0 || data.readUInt32LE(o + 4) !== 0)
       ? false
       : isAllZero(data.subarray(o, o + n));
-    if (zero) await flush(o);
-    else if (runStart < 0) runStart = o;
+    if (zero) {
+      if (zeroStart < 0) zeroStart = o;
+      continue;
+    }
+    if (zeroStart >= 0 && (dataStart < 0 || o - zeroStart >= HOLE_MIN)) {
+      // a hole worth keeping (or leading zeroes): write what came before, start a new run here
+      await emit(zeroStart);
+      dataStart = o;
+    } else if (dataStart < 0) dataStart = o;
+    zeroStart = -1;
   }
-  await flush(data.length);
+  await emit(zeroStart >= 0 ? zeroStart : data.length); // trailing zeroes need no write either
   return written;
 }
 

@@ -1,0 +1,176 @@
+// dr-restore: a volume of BENCH_SIZE_MIB (default 1024) MiB restored to a file at a point near the
+// end of a journal of random 4 KiB writes, versus `cp` of an image of the same size; and how the
+// restore grows with the journal's size (BENCH_RESTORE_JOURNALS, MiB, default "256,1024"; add 4096
+// for the 4 GiB figure). For every journal size:
+//   1. dr-restore --at mark:near-end --out FILE (sparse file, fsynced, renamed into place)
+//      vs `cp IMG FILE && sync FILE` (a fully allocated image, made durable the same way), and
+//      vs plain `cp IMG FILE` (no fsync: what cp alone costs)
+//   2. dr-restore --tar > /dev/null (every byte streamed, with the manifest's sha256) vs tar -cf - IMG > /dev/null
+//   3. --serve: time from starting the server to the first 4 KiB read by qemu-io, vs qemu-nbd on IMG
+// The store is appended with bin/dr-journal; its files and IMG are read once first so every side
+// reads from the page cache. Best of BENCH_ROUNDS (default 2). Peak memory via /usr/bin/time -f %M.
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { StreamWriter } from '../../dist/format/codec.js';
+
+const MiB = 1 << 20;
+const BLOCK = 4096;
+const volSize = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
+const journals = (process.env.BENCH_RESTORE_JOURNALS ?? '256,1024').split(',').map((s) => Number(s) * MiB);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+const root = new URL('../../', import.meta.url).pathname;
+const dir = mkdtempSync(join(tmpdir(), 'drkit-bench-restore-'));
+const bin = (c) => join(root, 'bin', c);
+
+function must(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * MiB, ...opts });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status} ${r.stderr ?? ''}`);
+  return r;
+}
+
+function timed(cmd, args, opts = {}) {
+  const memFile = join(dir, 'mem.txt');
+  const t0 = process.hrtime.bigint();
+  must('/usr/bin/time', ['-f', '%M', '-o', memFile, cmd, ...args], { stdio: ['ignore', opts.stdout ?? 'ignore', 'pipe'] });
+  const s = Number(process.hrtime.bigint() - t0) / 1e9;
+  return { s, peak: Math.round(Number(readFileSync(memFile, 'utf8').trim().split('\n').pop()) / 1024) };
+}
+
+function best(f) {
+  let b = null;
+  for (let r = 0; r < rounds; r++) {
+    const x = f();
+    if (!b || x.s < b.s) b = x;
+  }
+  return b;
+}
+
+const pool = randomBytes(64 * MiB);
+
+/** A stream of `bytes` of random 4 KiB writes over the volume, a MARK "near-end" 64 records before the end. */
+function writeJournal(path, bytes) {
+  const w = new StreamWriter({ groupId: randomBytes(16), firstSeq: 1 });
+  const fd = openSync(path, 'w');
+  const out = [];
+  let pending = 0;
+  const put = (parts) => {
+    for (const p of parts) {
+      out.push(p);
+      pending += p.length;
+    }
+    if (pending >= 8 * MiB) {
+      writeSync(fd, Buffer.concat(out));
+      out.length = 0;
+      pending = 0;
+    }
+  };
+  put([w.start()]);
+  put(w.volume({ name: 'disk0', size: volSize, blockSize: BLOCK, id: randomBytes(16) }));
+  const n = bytes / BLOCK;
+  const blocks = volSize / BLOCK;
+  for (let i = 0; i < n; i++) {
+    if (i === n - 64) put(w.record({ type: 'mark', kind: 'app', name: 'near-end', id: randomBytes(16) }).parts);
+    const b = Math.floor(Math.random() * blocks);
+    const p = Math.floor(Math.random() * (pool.length / BLOCK)) * BLOCK;
+    put(w.record({ type: 'write', volume: 0, offset: b * BLOCK, data: pool.subarray(p, p + BLOCK) }).parts);
+    if (i % 4096 === 4095) put(w.record({ type: 'flush' }).parts);
+  }
+  put(w.end());
+  writeSync(fd, Buffer.concat(out));
+  closeSync(fd);
+}
+
+function writeImage(path) {
+  const fd = openSync(path, 'w');
+  for (let off = 0; off < volSize; off += 8 * MiB) writeSync(fd, pool.subarray(0, Math.min(8 * MiB, volSize - off)));
+  closeSync(fd);
+}
+
+/** Seconds from spawning `cmd` until qemu-io has read the first 4 KiB of `uri` (retrying until it listens). */
+async function firstByte(cmd, args, uri) {
+  const t0 = process.hrtime.bigint();
+  const child = spawn(cmd, args, { stdio: 'ignore' });
+  try {
+    for (;;) {
+      const r = spawnSync('qemu-io', ['-f', 'raw', '-r', '-c', 'read 0 4096', uri], { encoding: 'utf8' });
+      if (r.status === 0 && /read 4096\/4096/.test(r.stdout)) break;
+      if (child.exitCode !== null) throw new Error(`${cmd} exited ${child.exitCode}`);
+      if (Number(process.hrtime.bigint() - t0) / 1e9 > 30) throw new Error(`${cmd}: no first byte in 30 s`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return { s: Number(process.hrtime.bigint() - t0) / 1e9 };
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
+  }
+}
+
+const emit = (o) => console.log(JSON.stringify({ area: 'restore', higher_is_better: true, ...o }));
+const fix = (x) => Number(x.toFixed(3));
+
+try {
+  const img = join(dir, 'image.raw');
+  writeImage(img);
+  for (const jbytes of journals) {
+    const store = join(dir, 'store');
+    const stream = join(dir, 'journal.drj');
+    writeJournal(stream, jbytes);
+    must(bin('dr-journal'), ['append', store, stream, '-q']);
+    rmSync(stream);
+    must('sh', ['-c', `cat ${store}/segments/* ${img} > /dev/null; sync`]);
+    const jm = `${jbytes / MiB} MiB journal`;
+    const out = join(dir, 'out.img');
+
+    const restore = best(() => {
+      rmSync(out, { force: true });
+      return timed(bin('dr-restore'), [store, '--at', 'mark:near-end', '--out', out, '-q']);
+    });
+    const allocated = Number(must('stat', ['-c', '%b*%B', out]).stdout.trim().split('*').reduce((a, b) => a * b));
+    const cpSync = best(() => {
+      rmSync(out, { force: true });
+      return timed('sh', ['-c', `cp ${img} ${out} && sync ${out}`]);
+    });
+    const cpPlain = best(() => {
+      rmSync(out, { force: true });
+      return timed('cp', [img, out]);
+    });
+    rmSync(out, { force: true });
+    const note = `${volSize / MiB} MiB volume, ${jm} of random 4 KiB writes (${Math.round(allocated / MiB)} MiB of the restored file allocated); best of ${rounds}; page cache warm`;
+    emit({
+      name: `restore ${volSize / MiB} MiB volume near the end of a ${jm} (--out FILE)`, drkit_s: fix(restore.s), peer: 'cp IMG FILE && sync FILE',
+      peer_s: fix(cpSync.s), ratio: fix(cpSync.s / restore.s), drkit_peak_mib: restore.peak, bytes: volSize, note,
+    });
+    emit({
+      name: `restore ${volSize / MiB} MiB volume near the end of a ${jm} (--out FILE) vs cp without fsync`, drkit_s: fix(restore.s), peer: 'cp IMG FILE',
+      peer_s: fix(cpPlain.s), ratio: fix(cpPlain.s / restore.s), drkit_peak_mib: restore.peak, bytes: volSize, note: `${note}; dr-restore fsyncs its output, cp here does not`,
+    });
+
+    const tar = best(() => timed('sh', ['-c', `${bin('dr-restore')} ${store} --at mark:near-end --tar -q > /dev/null`]));
+    const tarPeer = best(() => timed('sh', ['-c', `tar -cf - -C ${dir} image.raw > /dev/null`]));
+    emit({
+      name: `group tar of a ${volSize / MiB} MiB volume near the end of a ${jm} (--tar > /dev/null, with sha256)`, drkit_s: fix(tar.s), peer: 'tar -cf - IMG > /dev/null',
+      peer_s: fix(tarPeer.s), ratio: fix(tarPeer.s / tar.s), drkit_peak_mib: tar.peak, bytes: volSize, note: `peak memory is of the shell and dr-restore; ${note}`,
+    });
+
+    const sock = join(dir, 'nbd.sock');
+    const fb = [];
+    const fbPeer = [];
+    for (let r = 0; r < rounds; r++) {
+      fb.push(await firstByte(bin('dr-restore'), [store, '--serve', '--socket', sock, '--at', 'mark:near-end', '-q'], `nbd+unix:///mark:near-end?socket=${sock}`));
+      fbPeer.push(await firstByte('qemu-nbd', ['-r', '-f', 'raw', '-k', sock, '-x', 'img', img], `nbd+unix:///img?socket=${sock}`));
+    }
+    const fbBest = Math.min(...fb.map((x) => x.s));
+    const fbPeerBest = Math.min(...fbPeer.map((x) => x.s));
+    emit({
+      name: `serve: start to first 4 KiB read over NBD, ${jm}`, drkit_s: fix(fbBest), peer: 'qemu-nbd -r IMG', peer_s: fix(fbPeerBest),
+      ratio: fix(fbPeerBest / fbBest), bytes: BLOCK, note: `includes process start and qemu-io connect retries (10 ms); ${note}`,
+    });
+    rmSync(store, { recursive: true, force: true });
+    for (const f of readdirSync(dir)) if (f.startsWith('.out.img')) rmSync(join(dir, f), { force: true });
+  }
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
