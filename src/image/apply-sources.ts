@@ -12,6 +12,7 @@ import { StreamParser, type StreamItem } from '../format/codec.js';
 import type { SequencedRecord, StreamHeader, VolumeRecord } from '../format/layout.js';
 import type { Logger } from '../cli/log.js';
 import { Applier } from './apply.js';
+import { JournalStore } from '../store/index.js';
 
 const READ_SIZE = 4 * 1024 * 1024;
 const IDLE_CHECKPOINT_MS = 1000;
@@ -42,7 +43,8 @@ class Ticker {
   error: unknown = null;
   inputBytes = 0;
   private timer: NodeJS.Timeout;
-  private wake: (() => void) | null = null;
+  /** called when the ticker fails (so a driver blocked on input wakes up) */
+  onFail: (() => void) | null = null;
 
   constructor(private readonly applier: Applier, private readonly tick?: (inputBytes: number) => void) {
     this.timer = setInterval(() => this.onTimer(), TICK_MS);
@@ -55,17 +57,10 @@ class Ticker {
         a.checkpoint();
       } catch (err) {
         this.error = err;
-        this.wake?.();
+        this.onFail?.();
       }
     }
     this.tick?.(this.inputBytes);
-  }
-
-  /** A promise that settles when the ticker fails (so a driver blocked on input wakes up). */
-  failed(): Promise<void> {
-    return new Promise((res) => {
-      this.wake = res;
-    });
   }
 
   throwIfFailed(): void {
@@ -78,12 +73,29 @@ class Ticker {
   }
 }
 
-/** Resolves when the signal aborts (never rejects). */
-function aborted(signal: AbortSignal): Promise<'aborted'> {
-  return new Promise((res) => {
-    if (signal.aborted) res('aborted');
-    else signal.addEventListener('abort', () => res('aborted'), { once: true });
-  });
+/**
+ * Await `p`, or 'stopped' as soon as `stop` is called. (Not Promise.race against a
+ * long-lived promise: every race would leave a reaction on it holding its result,
+ * here a chunk of input, for as long as that promise lives.)
+ */
+class Waker {
+  private wake: (() => void) | null = null;
+  stopped = false;
+
+  stop(): void {
+    this.stopped = true;
+    this.wake?.();
+  }
+
+  wait<T>(p: Promise<T>): Promise<T | 'stopped'> {
+    if (this.stopped) return Promise.resolve('stopped');
+    return new Promise<T | 'stopped'>((res, rej) => {
+      this.wake = () => res('stopped');
+      p.then(res, rej);
+    }).finally(() => {
+      this.wake = null;
+    });
+  }
 }
 
 /**
@@ -142,8 +154,11 @@ export function inputSize(fd: number): number | null {
 export async function applyFromStream(applier: Applier, input: StreamInput, opts: DriveOptions): Promise<DriveResult> {
   const parser = new StreamParser();
   const ticker = new Ticker(applier, opts.tick);
-  const stopSignal = aborted(opts.signal);
-  const tickerFailed = ticker.failed();
+  const waker = new Waker();
+  const onAbort = () => waker.stop();
+  opts.signal.addEventListener('abort', onAbort, { once: true });
+  if (opts.signal.aborted) waker.stop();
+  ticker.onFail = onAbort;
   let header: StreamHeader | null = null;
   const items: StreamItem[] = [];
   const chunks = readChunks(input.fd, input.fallback);
@@ -156,19 +171,19 @@ export async function applyFromStream(applier: Applier, input: StreamInput, opts
     applier.checkpointAfterError();
     throw annotate(err, applier, input.name);
   } finally {
+    opts.signal.removeEventListener('abort', onAbort);
     ticker.stop();
     void chunks.return(undefined).catch(() => {});
   }
 
   async function drive(): Promise<DriveResult> {
     for (;;) {
-      const next = await Promise.race([chunks.next(), stopSignal, tickerFailed]);
+      const next = await waker.wait(chunks.next());
       ticker.throwIfFailed();
-      if (next === 'aborted' || opts.signal.aborted) {
+      if (next === 'stopped' || opts.signal.aborted) {
         applier.checkpoint();
         return { stop: 'interrupted', inputBytes: parser.offset };
       }
-      if (next === undefined) continue;
       if (next.done) break;
       items.length = 0;
       let inputError: unknown = null;
@@ -238,16 +253,9 @@ export interface JournalSource {
   resolvePoint(point: string): { seq: number; time: number };
 }
 
-/** Open a journal store read-only through src/store/ (loaded on demand). */
+/** Open a journal store read-only. */
 export async function openJournal(dir: string, log: Logger): Promise<JournalSource> {
-  const modulePath = '../store/index.js';
-  let mod: { JournalStore: { open(dir: string, opts: { readOnly: boolean; log: Logger }): Promise<JournalSource> } };
-  try {
-    mod = (await import(modulePath)) as typeof mod;
-  } catch (err) {
-    throw new DrError('DR_NO_STORE', `journal store support is not available in this build (${(err as Error).message})`);
-  }
-  return mod.JournalStore.open(dir, { readOnly: true, log });
+  return JournalStore.open(dir, { readOnly: true, log });
 }
 
 /**
@@ -271,7 +279,7 @@ export async function applyFromJournal(
   const internal = new AbortController();
   const onAbort = () => internal.abort();
   opts.signal.addEventListener('abort', onAbort, { once: true });
-  void ticker.failed().then(() => internal.abort());
+  ticker.onFail = () => internal.abort();
   try {
     if (untilSeq === undefined || untilSeq > applier.appliedSeq) {
       const iter = store.records({ fromSeq: applier.appliedSeq + 1, untilSeq, follow: opts.follow, signal: internal.signal });

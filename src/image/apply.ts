@@ -18,7 +18,9 @@
  *    bytes the journal's writer saw.
  *
  * Writes: consecutive WRITE records that continue each other on the same volume
- * are gathered (up to 8 MiB / 1024 pieces) into one pwritev. Anything else (a
+ * are gathered (up to 1 MiB / 1024 pieces) into one pwritev: fewer system calls,
+ * while pieces stay small enough for the kernel's page-cache copy to be cheap
+ * (measured: 8 MiB pwritevs cost more system time than 1 MiB ones). Anything else (a
  * write elsewhere, ZERO, FLUSH, ...) writes the gathered run first, so the order
  * of writes to any byte is the stream's order.
  *
@@ -41,7 +43,7 @@ import { readState, writeState, syncDir, StateLock, STATE_FORMAT, STATE_VERSION,
 
 /** Suffix of the default state file, next to the target of the group's first volume. */
 export const STATE_SUFFIX = '.drstate';
-const MAX_RUN_BYTES = 8 * 1024 * 1024;
+const MAX_RUN_BYTES = 1024 * 1024;
 const MAX_RUN_PIECES = 1024;
 const PUNCH_MIN_BYTES = 4 * 1024 * 1024;
 const ZERO_CHUNK = 1024 * 1024;
@@ -252,6 +254,10 @@ export class Applier {
         }
         return { v, path, create: false };
       });
+      if (!state && firstSeq > 1 && plans.some((p) => p.create)) {
+        const missing = plans.filter((p) => p.create).map((p) => p.path).join(', ');
+        throw new DrError('DR_SEQ_GAP', `the input starts at seq ${firstSeq}, so a new replica needs its volumes as of seq ${firstSeq - 1}, but ${missing} does not exist: seed it first (e.g. dr-restore --at seq:${firstSeq - 1}) or apply from seq 1`);
+      }
       // --- open or create the targets
       for (const p of plans) {
         if (p.create) {

@@ -16,6 +16,7 @@
  *   w.recordStart[i]  byte offset of w.records[i] in w.stream; w.endOffset = offset of END
  *   w.streamFrom(seq, { end }) Buffer: a stream of the same group and volumes holding
  *                     records seq.. (header.firstSeq = seq); end=false leaves out END
+ *   w.streamRange(from, to, { end }) Buffer: the same for records from..to
  *   w.truncated(n)    the first n bytes of w.stream (a stream without its END)
  *   rng(seed)         the generator itself: () => uint32
  *
@@ -65,6 +66,7 @@ export interface Workload {
   final: Buffer[];
   imagesAt(seq: number): Buffer[];
   streamFrom(seq: number, opts?: { end?: boolean }): Buffer;
+  streamRange(from: number, to: number, opts?: { end?: boolean }): Buffer;
   truncated(bytes: number): Buffer;
 }
 
@@ -177,14 +179,14 @@ export function makeWorkload(opts: WorkloadOptions): Workload {
     }
   }
 
-  const encode = (fromIndex: number, withEnd: boolean) => {
+  const encode = (fromIndex: number, withEnd: boolean, toIndex = inputs.length - 1) => {
     const w = new StreamWriter({ groupId, firstSeq: firstSeq + fromIndex, created: t0 });
     const parts: Buffer[] = [w.start()];
     for (const v of volumes) parts.push(...w.volume({ name: v.name, size: v.size, blockSize: v.blockSize, id: v.id, time: t0 }));
     const starts: number[] = [];
     const records: SequencedRecord[] = [];
     let off = parts.reduce((n, p) => n + p.length, 0);
-    for (let i = fromIndex; i < inputs.length; i++) {
+    for (let i = fromIndex; i <= toIndex; i++) {
       const { record, parts: ps } = w.record(inputs[i]!);
       starts.push(off);
       for (const p of ps) off += p.length;
@@ -222,6 +224,7 @@ export function makeWorkload(opts: WorkloadOptions): Workload {
     final,
     imagesAt,
     streamFrom: (seq, o = {}) => encode(seq - firstSeq, o.end ?? true).stream,
+    streamRange: (from, to, o = {}) => encode(from - firstSeq, o.end ?? true, to - firstSeq).stream,
     truncated: (bytes) => full.stream.subarray(0, bytes),
   };
 }
