@@ -144,7 +144,7 @@ export function main(argv: string[]): Promise<number> {
           const keepMs = args.keep !== undefined ? parseDuration(args.keep, '--keep') : undefined;
           const keepBytes = args.keepSize !== undefined ? parseSize(args.keepSize, '--keep-size') : undefined;
           const store = await open(args, ctx);
-          const r = await prune(store, { keepMs, keepBytes });
+          const r = await prune(store, { keepMs, keepBytes, onStep: (step) => ctx.log.debug(`prune: ${step}`) });
           if (ctx.json) {
             ctx.emit({ ...r, foldedMarks: r.foldedMarks.map((m) => ({ seq: m.seq, time: m.time, name: m.name, kind: m.kind })) });
           } else {

@@ -42,13 +42,25 @@ export interface PruneResult {
   keptForReaders: string[];
 }
 
+/**
+ * DRKIT_TEST_PRUNE_PAUSE_MS (testing aid): pause this long at every step of a prune,
+ * so the crash tests' kill -9 lands inside it rather than around it.
+ */
+function pause(): void {
+  const ms = Number(process.env.DRKIT_TEST_PRUNE_PAUSE_MS ?? 0);
+  if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
 export async function prune(store: JournalStore, opts: PruneOptions): Promise<PruneResult> {
   if (opts.keepMs === undefined && opts.keepBytes === undefined) throw new DrError('DR_USAGE', 'prune needs --keep DURATION and/or --keep-size SIZE');
   if (store.readOnly) throw new DrError('DR_USAGE', `journal store ${store.dir} was opened read-only`);
   const lock = LockFile.acquire(path.join(store.dir, PRUNE_LOCK), `pruning of ${store.dir}`);
   try {
     store.load(false);
-    const step = opts.onStep ?? (() => undefined);
+    const step = (what: string): void => {
+      opts.onStep?.(what);
+      pause();
+    };
     const segs = store.segments;
     // candidates: sealed segments with records, never the last one
     const candidates: SegmentEntry[] = [];
@@ -78,7 +90,10 @@ export async function prune(store: JournalStore, opts: PruneOptions): Promise<Pr
     if (fold > 0) {
       const folded = candidates.slice(0, fold);
       const newGen = oldGen + 1;
-      for (const v of store.volumes) writeBase(store, v, oldGen, newGen, folded);
+      for (const v of store.volumes) {
+        writeBase(store, v, oldGen, newGen, folded);
+        step(`base image generation ${newGen} of volume ${v.name} written`);
+      }
       step('base-written');
       const last = folded[folded.length - 1]!.summary;
       const marks = folded.flatMap((s) => s.summary.marks);
@@ -89,13 +104,13 @@ export async function prune(store: JournalStore, opts: PruneOptions): Promise<Pr
         foldedMarks: [...(store.window?.foldedMarks ?? []), ...marks], prunedAt: Date.now() * 1000,
       };
       writeWindow(store.dir, w);
-      step('window-written');
+      step(`window now starts at seq ${w.firstSeq} (base generation ${newGen})`);
       Object.assign(result, {
         foldedSegments: folded.length, foldedRecords: records, firstSeq: w.firstSeq, baseGeneration: newGen, foldedMarks: marks,
       });
     }
     store.load(false);
-    const { released, kept } = removeUnused(store);
+    const { released, kept } = removeUnused(store, step);
     result.releasedBytes = released;
     result.keptForReaders = kept;
     step('done');
@@ -153,6 +168,7 @@ function writeBase(store: JournalStore, v: VolumeRecord, oldGen: number, newGen:
         for (let r = w.next(); r; r = w.next()) {
           if (r.h.code === RecordType.END) break;
           const rec = decodePayload(r.h, r.payload, vols);
+          if (rec.type === 'write' && rec.seq % 64 === 0) pause();
           if (rec.type === 'volume') vols.push(rec);
           else if (rec.type === 'write' && rec.volume === v.index) {
             writeAll(fd, rec.data, rec.offset);
@@ -191,7 +207,7 @@ function writeAll(fd: number, b: Buffer, pos: number): void {
 }
 
 /** Delete segments before the window and base generations not in use, except what live readers hold. */
-function removeUnused(store: JournalStore): { released: number; kept: string[] } {
+function removeUnused(store: JournalStore, step: (what: string) => void): { released: number; kept: string[] } {
   const held = Lease.heldFiles(store.dir, true);
   const gen = store.window?.baseGen ?? 0;
   const firstSeq = store.firstSeq;
@@ -206,6 +222,7 @@ function removeUnused(store: JournalStore): { released: number; kept: string[] }
     try {
       released += fs.statSync(file).size;
       fs.unlinkSync(file);
+      step(`removed ${rel}`);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(err, `cannot remove ${file}`);
     }
