@@ -270,7 +270,14 @@ export async function applyFromJournal(
   let untilSeq: number | undefined;
   if (opts.untilText !== undefined && opts.untilText !== 'latest') untilSeq = store.resolvePoint(opts.untilText).seq;
   else if (!opts.follow) untilSeq = store.lastSeq;
-  applier.begin(store.groupId, store.firstSeq, store.volumes);
+  try {
+    applier.begin(store.groupId, store.firstSeq, store.volumes);
+  } catch (err) {
+    if (err instanceof DrError && err.code === 'DR_SEQ_GAP' && store.firstSeq > 1) {
+      throw new DrError('DR_OUTSIDE_WINDOW', `${err.message} (journal store ${store.dir} holds seq ${store.firstSeq}..${store.lastSeq}: older records were folded into its base images)`, err.detail);
+    }
+    throw err;
+  }
   if (untilSeq !== undefined && untilSeq < applier.appliedSeq) {
     throw new DrError('DR_BAD_POINT', `the replica is already at seq ${applier.appliedSeq}, past ${opts.untilText ?? `seq:${untilSeq}`} (seq ${untilSeq}; a replica cannot go back: use dr-restore)`);
   }
