@@ -9,7 +9,7 @@ import { AtomicOutput, checkOutput, endWriter, fileWriter, openSpecialOutput } f
 import {
   listRestorePoints, resolveRestorePoint, selectOneVolume, selectVolumes, type RestorePoint, type RestorePointList,
 } from '../image/restore-point.js';
-import { DEFAULT_BUFFER, readPlan } from '../image/restore-ranges.js';
+import { readPlan } from '../image/restore-ranges.js';
 import { serveRestorePoints } from '../image/restore-serve.js';
 import { writeGroupTar } from '../image/restore-tar.js';
 
@@ -123,7 +123,7 @@ async function restore(args: RestoreArgs, ctx: Context): Promise<number> {
     }
     ctx.handlesStop();
     if (args.serve) return await serve(store, points, args, ctx);
-    const plan = { ...readPlan(buffer === DEFAULT_BUFFER ? DEFAULT_BUFFER : buffer), signal: ctx.signal };
+    const plan = { ...readPlan(buffer), signal: ctx.signal };
     if (tarGiven) return await tarGroup(store, points[0]!, args, ctx, plan);
     return await restoreOne(store, points[0]!, args, ctx, plan);
   } finally {

@@ -67,11 +67,12 @@ t.test('--writable: writes land in the overlay, reads see them, the store is unt
   t.equal(s.exports[0]!.writable, true);
   // unaligned writes (copy-up of partial blocks), a zeroed range, and read-backs
   await peer('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 1000 5000', '-c', 'write -P 0xcd 8192 4096', '-c', 'write -z 65536 70000',
-    '-c', 'flush', '-c', 'read -P 0xab 1000 5000', uri]);
+    '-c', 'discard 204800 8192', '-c', 'flush', '-c', 'read -P 0xab 1000 5000', '-c', 'read -P 0 204800 8192', uri]);
   const expected = Buffer.from(m.images[0]!);
   expected.fill(0xab, 1000, 6000);
   expected.fill(0xcd, 8192, 12288);
   expected.fill(0, 65536, 135536);
+  expected.fill(0, 204800, 212992);
   const out = path.join(work, 'w.img');
   await peer('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', uri, out]);
   t.ok(fs.readFileSync(out).equals(expected), 'a second client sees the writes over the point\'s bytes');
@@ -96,4 +97,16 @@ t.test('--writable: writes land in the overlay, reads see them, the store is unt
   t.equal((await s.stop()).code, 0);
   t.notOk(fs.existsSync(path.dirname(tmpOverlay)), 'temporary overlay directory removed');
   t.same(treeDigest(dir, (n) => n.endsWith('.lock') || n.startsWith('leases')), before, 'still no store file changed');
+
+  // an overlay kept for "latest" does not follow "latest" to a newer seq: refused
+  const latestArgs = [dir, '--socket', sock, '--at', 'latest', '--volume', 'logs', '--writable', '--overlay', overlay];
+  s = await serve(t, latestArgs, 1);
+  await peer('qemu-io', ['-f', 'raw', '-c', 'write -P 0x22 0 512', s.exports[0]!.uri]);
+  t.equal((await s.stop()).code, 0);
+  const mk = await run('dr-journal', ['mark', dir, 'later']);
+  t.equal(mk.code, 0, mk.stderr);
+  const refused = await run('dr-restore', [...latestArgs, '--serve']);
+  t.equal(refused.code, 2);
+  t.match(refused.stderr, /overlay .*latest\.overlay belongs to another image \(.*seq \d+.*\): remove it or use another overlay directory \(DR_EXISTS\)/);
+  t.notOk(fs.existsSync(sock), 'no socket left behind');
 });
