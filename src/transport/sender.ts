@@ -153,7 +153,10 @@ export class Sender {
     let lastError: DrError | null = null;
     try {
       for (;;) {
-        if (this.o.stop.aborted && this.connections > 0) break;
+        // (a finished connection breaks out below: here a stop can only come from a backoff)
+        if (this.o.stop.aborted && this.connections > 0) {
+          throw new DrError('DR_INTERRUPTED', `stopped while the connection was down (acknowledged up to seq ${this.lag.acked})`);
+        }
         this.connections++;
         this.state = 'connecting';
         const outcome = await this.connect();
@@ -175,6 +178,9 @@ export class Sender {
         this.event({ event: 'disconnected', code: outcome.error.code, message: outcome.error.message, retry_in_ms: backoff, acked_seq: this.lag.acked });
         await sleep(backoff, this.o.stop);
         backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+      }
+      if (this.o.stop.aborted && !this.o.source.complete) {
+        throw new DrError('DR_INTERRUPTED', `stopped by a signal: acknowledged up to seq ${this.lag.acked}; the rest of ${this.o.source.name} was not read`);
       }
       const inputError = this.o.source.inputError;
       this.state = 'done';

@@ -28,6 +28,8 @@ export interface ShipSource {
   onRecord?: (seq: number, time: number) => void;
   /** An input fault found after the valid prefix was shipped (stdin cut short or corrupt). */
   readonly inputError: DrError | null;
+  /** Nothing left unread: a stop signal loses nothing (a store keeps its records anyway). */
+  readonly complete: boolean;
   close(): Promise<void>;
 }
 
@@ -42,6 +44,7 @@ async function* framed(input: AsyncIterable<Buffer>, framer: RecordFramer): Asyn
 
 export class StoreSource implements ShipSource {
   readonly inputError = null;
+  readonly complete = true;
   onRecord?: (seq: number, time: number) => void;
   constructor(
     readonly dir: string,
@@ -302,8 +305,8 @@ export class StdinSource implements ShipSource {
     }
   }
 
-  /** All input read and every record acknowledged. */
-  get drained(): boolean {
+  /** All input read (and every record acknowledged, as the sender only stops then). */
+  get complete(): boolean {
     return this.done && this.head >= this.buffer.length;
   }
 
