@@ -20,7 +20,7 @@ import { JournalStore } from '../store/index.js';
 import type { SegmentEntry } from '../store/store.js';
 import { baseFiles, readBaseMap, regionCount, regionSet, REGION } from '../store/base.js';
 import { writeFileDurable } from '../store/files.js';
-import { ObjectStore, digestSource, fileSource, type Source, type S3Options } from './objects.js';
+import { ObjectStore, digestSource, fileSource, type Digest, type Source, type S3Options } from './objects.js';
 import {
   ARCHIVE_FORMAT, MANIFEST, manifestKeys, parseManifest, sealedThrough,
   type ArchiveManifest, type ArchivedBase, type ArchivedObject, type ArchivedSegment,
@@ -130,9 +130,26 @@ export class Archiver {
         : { ...old!, volumes: store.meta.volumes, segmentSize: store.segmentSize, source: { host: os.hostname(), dir: store.dir }, segments: old!.segments.filter((s) => s.sealed) };
       result.rebased = rebase && old !== null;
 
-      const upload = async (name: string, src: Source): Promise<ArchivedObject> => {
+      let verifying = false;
+      // digests of the next sealed segment, computed while the current one uploads
+      const ahead = new Map<string, Promise<Digest>>();
+      const digestAhead = (file: string): void => {
+        if (ahead.has(file)) return;
+        const p = fileSource(file).then(async (src) => {
+          try {
+            return await digestSource(src, this.objects.partSize, { signal });
+          } finally {
+            await src.close();
+          }
+        });
+        p.catch(() => undefined); // a file pruned meanwhile: digested again (and failing properly) when its turn comes
+        ahead.set(file, p);
+      };
+      const upload = async (name: string, src: Source, file?: string): Promise<ArchivedObject> => {
         try {
-          const digest = await digestSource(src, this.objects.partSize, signal);
+          const early = file !== undefined && !verifying ? ahead.get(file) : undefined;
+          if (file !== undefined) ahead.delete(file);
+          const digest = (early ? await early.catch(() => null) : null) ?? await digestSource(src, this.objects.partSize, { etag: verifying, signal });
           const key = this.key(name);
           const sent = await this.objects.putSource(key, src, digest, { signal, onBytes: this.opts.onBytes });
           if (sent > 0 || src.size === 0) result.uploadedObjects++;
@@ -161,16 +178,26 @@ export class Archiver {
 
       // sealed segments not archived yet
       let end = sealedThrough(next);
-      for (const s of store.segments) {
+      const sealed = store.segments.filter((s) => s.summary.sealed && s.summary.records > 0);
+      for (const [i, s] of sealed.entries()) {
         if (signal?.aborted) throw new DrError('DR_INTERRUPTED', 'archive interrupted');
         if (!s.summary.sealed || s.summary.records === 0) continue;
         if (s.summary.lastSeq <= end) {
-          if (this.opts.verify) await this.verifySegment(s, next, upload);
+          if (this.opts.verify) {
+            verifying = true;
+            try {
+              await this.verifySegment(s, next, upload);
+            } finally {
+              verifying = false;
+            }
+          }
           continue;
         }
         if (s.firstSeq !== end + 1) {
           throw new DrError('DR_CONFLICT', `segment ${path.basename(s.data)} (seq ${s.firstSeq}..${s.summary.lastSeq}) does not follow the archive, which holds records up to seq ${end}: was ${formatArchiveUrl(this.url)} written from another store of the group?`);
         }
+        const following = sealed[i + 1];
+        if (following) digestAhead(following.data);
         const seg = await this.archiveSegment(s, upload);
         if (!seg) break; // pruned under us: the next pass sees the new window
         next.segments.push(seg);
@@ -220,7 +247,7 @@ export class Archiver {
     }
   }
 
-  private async archiveSegment(s: SegmentEntry, upload: (name: string, src: Source) => Promise<ArchivedObject>): Promise<ArchivedSegment | null> {
+  private async archiveSegment(s: SegmentEntry, upload: (name: string, src: Source, file?: string) => Promise<ArchivedObject>): Promise<ArchivedSegment | null> {
     let data: Source;
     let index: Source | null = null;
     try {
@@ -231,7 +258,7 @@ export class Archiver {
       throw err;
     }
     const name = path.basename(s.data);
-    const dataObj = await upload(`segments/${name}`, data);
+    const dataObj = await upload(`segments/${name}`, data, s.data);
     const indexObj = index ? await upload(`segments/${path.basename(s.index)}`, index) : null;
     const sum = s.summary;
     return {

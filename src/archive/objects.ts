@@ -2,8 +2,8 @@
  * The S3 object layer of the archive tier, on the official AWS SDK for JavaScript v3.
  *
  * Every object drkit writes carries its SHA-256 in its metadata (x-amz-meta-drkit-sha256)
- * and, next to it, a small "sums" object (KEY.sums) with the SHA-256 of every 1 MiB chunk,
- * so that ranged reads are verified too. Readers always check what they read against the
+ * and, next to it, a small "sums" object (KEY.sums) with the CRC-32 of every 1 MiB chunk,
+ * so that ranged reads are verified too (the sums object itself is SHA-256 checked). Readers always check what they read against the
  * checksum the archive manifest recorded (DR_BAD_CHECKSUM on a mismatch).
  *
  * Large objects go up as multipart uploads that resume: an interrupted upload is found
@@ -15,6 +15,7 @@
  * AWS_REGION, AWS_ENDPOINT_URL (the SDK's own resolution). Path-style addressing.
  */
 import { createHash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import fs from 'node:fs';
 import { once } from 'node:events';
 import type { Readable } from 'node:stream';
@@ -85,27 +86,30 @@ export function bufferSource(b: Buffer): Source {
 
 export interface Digest {
   sha256: string;
-  /** the ETag S3 gives the object when uploaded with our part size (MD5, or MD5 of the part MD5s and -N) */
-  etag: string;
-  /** the sums object: magic, u32 chunk size, u64 object size, SHA-256 per chunk */
+  /** with `etag`: the ETag S3 gives the object uploaded with our part size (MD5, or MD5 of the part MD5s and -N) */
+  etag: string | null;
+  /** the sums object: magic, u32 chunk size, u64 object size, u32 CRC-32 per chunk */
   sums: Buffer;
 }
 
-/** One pass over the source: whole SHA-256, the per-chunk sums and the ETag for `partSize` parts. */
-export async function digestSource(src: Source, partSize: number, signal?: AbortSignal): Promise<Digest> {
+/**
+ * One pass over the source: whole SHA-256, the per-chunk CRC-32 sums and, when asked (it costs
+ * an MD5 pass), the ETag an upload with `partSize` parts gets.
+ */
+export async function digestSource(src: Source, partSize: number, opts: { etag?: boolean; signal?: AbortSignal } = {}): Promise<Digest> {
   const whole = createHash('sha256');
   const chunks: Buffer[] = [];
   const partMd5s: Buffer[] = [];
-  let part = createHash('md5');
+  let part = opts.etag ? createHash('md5') : null;
   let inPart = 0;
-  const step = SUM_CHUNK * Math.max(1, Math.min(8, Math.floor(partSize / SUM_CHUNK)));
+  const step = 8 * SUM_CHUNK;
   for (let p = 0; p < src.size; p += step) {
-    if (signal?.aborted) throw interrupted();
+    if (opts.signal?.aborted) throw interrupted();
     const b = await src.read(p, Math.min(step, src.size - p));
     whole.update(b);
-    for (let q = 0; q < b.length; q += SUM_CHUNK) chunks.push(createHash('sha256').update(b.subarray(q, q + SUM_CHUNK)).digest());
+    for (let q = 0; q < b.length; q += SUM_CHUNK) chunks.push(crcBytes(b.subarray(q, q + SUM_CHUNK)));
     let q = 0;
-    while (q < b.length) {
+    while (part && q < b.length) {
       const n = Math.min(b.length - q, partSize - inPart);
       part.update(b.subarray(q, q + n));
       inPart += n;
@@ -117,11 +121,20 @@ export async function digestSource(src: Source, partSize: number, signal?: Abort
       }
     }
   }
-  if (inPart > 0 || partMd5s.length === 0) partMd5s.push(part.digest());
-  const etag = src.size <= partSize
-    ? `"${partMd5s[0]!.toString('hex')}"`
-    : `"${createHash('md5').update(Buffer.concat(partMd5s)).digest('hex')}-${partMd5s.length}"`;
+  let etag: string | null = null;
+  if (part) {
+    if (inPart > 0 || partMd5s.length === 0) partMd5s.push(part.digest());
+    etag = src.size <= partSize
+      ? `"${partMd5s[0]!.toString('hex')}"`
+      : `"${createHash('md5').update(Buffer.concat(partMd5s)).digest('hex')}-${partMd5s.length}"`;
+  }
   return { sha256: whole.digest('hex'), sums: encodeSums(src.size, chunks), etag };
+}
+
+function crcBytes(b: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(4);
+  out.writeUInt32LE(crc32(b), 0);
+  return out;
 }
 
 function encodeSums(size: number, chunks: Buffer[]): Buffer {
@@ -138,7 +151,7 @@ function decodeSums(b: Buffer, what: string): Sums {
   const chunk = b.readUInt32LE(8);
   const size = Number(b.readBigUInt64LE(12));
   const n = Math.ceil(size / chunk);
-  if (chunk === 0 || b.length !== 20 + 32 * n) throw new DrError('DR_BAD_CHECKSUM', `${what} is damaged (length ${b.length})`);
+  if (chunk === 0 || b.length !== 20 + 4 * n) throw new DrError('DR_BAD_CHECKSUM', `${what} is damaged (length ${b.length})`);
   return { chunk, size, hashes: b.subarray(20) };
 }
 
@@ -283,10 +296,8 @@ export class ObjectStore {
    */
   async putSource(key: string, src: Source, digest: Digest, opts: { signal?: AbortSignal; onBytes?: (n: number) => void } = {}): Promise<number> {
     const have = await this.head(key);
-    if (have && have.size === src.size && have.sha256 === digest.sha256 && have.etag === digest.etag) {
-      // already there, byte for byte as far as S3 can tell (the sums object went up first)
-      return 0;
-    }
+    // already there (the sums object went up first); with an ETag, byte for byte as far as S3 can tell
+    if (have && have.size === src.size && have.sha256 === digest.sha256 && (digest.etag === null || have.etag === digest.etag)) return 0;
     await this.putBuffer(`${key}.sums`, digest.sums, undefined, opts.signal);
     if (src.size <= this.partSize) {
       const body = await src.read(0, src.size);
@@ -351,9 +362,8 @@ export class ObjectStore {
         if (n > count) return;
         const pos = (n - 1) * partSize;
         const body = await src.read(pos, Math.min(partSize, src.size - pos));
-        const md5 = `"${createHash('md5').update(body).digest('hex')}"`;
         const prior = done.get(n);
-        if (prior !== undefined && prior.toLowerCase() === md5) {
+        if (prior !== undefined && prior.toLowerCase() === `"${createHash('md5').update(body).digest('hex')}"`) {
           etags[n] = prior;
           continue;
         }
@@ -362,7 +372,8 @@ export class ObjectStore {
             new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: id, PartNumber: n, Body: body, ContentLength: body.length }),
             { abortSignal: opts.signal },
           );
-          etags[n] = r.ETag ?? md5;
+          if (!r.ETag) throw new DrError('DR_PEER', `${this.where(key)}: part ${n} was stored without an ETag`);
+          etags[n] = r.ETag;
         } catch (err) {
           throw this.fail(err, `uploading part ${n}/${count} of`, key);
         }
@@ -454,8 +465,7 @@ export class ObjectStore {
     if (body.length !== end - start) throw new DrError('DR_BAD_CHECKSUM', `${this.where(key)} is corrupt: ${body.length} bytes at ${start}, expected ${end - start}`);
     for (let c = c0; c <= c1; c++) {
       const part = body.subarray((c - c0) * s.chunk, (c - c0 + 1) * s.chunk);
-      const got = createHash('sha256').update(part).digest();
-      if (!got.equals(s.hashes.subarray(c * 32, c * 32 + 32))) {
+      if (crc32(part) !== s.hashes.readUInt32LE(c * 4)) {
         throw new DrError('DR_BAD_CHECKSUM', `${this.where(key)} is corrupt: chunk ${c} (bytes ${c * s.chunk}..${c * s.chunk + part.length - 1}) does not match its checksum`);
       }
     }

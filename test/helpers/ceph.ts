@@ -32,6 +32,9 @@ export interface Ceph {
   stop(): Promise<void>;
 }
 
+// the SDK's notice about Node 20 support ending in 2027 would clutter every test's output
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 export const CEPH_BINARIES = ['ceph-mon', 'ceph-osd', 'radosgw', 'ceph', 'radosgw-admin', 'monmaptool'];
 
 /** The binaries that are missing from PATH (empty when the cluster can start). */

@@ -1,0 +1,172 @@
+// Archive tier: a journal store of BENCH_SIZE_MIB (default 1024) MiB of 1 MiB writes (64 MiB
+// segments) against a real single-node Ceph RADOS Gateway on loopback (started here with
+// test/helpers/ceph.ts; or an existing endpoint from AWS_ENDPOINT_URL + keys + BENCH_S3_BUCKET).
+//   1. archive: `dr-journal archive DIR --to s3://...` (checksums, sums objects, manifest, under
+//      /usr/bin/time for peak memory) vs the SDK's own multipart Upload (@aws-sdk/lib-storage,
+//      same part size 16 MiB and 4 parts in flight) of the same segment files
+//   2. restore: rebuild the store from the bucket alone (openArchivedStore: every object
+//      downloaded and SHA-256 checked) and write the volume at the latest point to an image file,
+//      vs the SDK's GetObject of the same objects streamed to files (no checking, no image)
+// Prints one NDJSON line per figure. Peers and drkit talk to the same endpoint in the same run.
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, createReadStream, createWriteStream, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync } from 'node:fs';
+import { randomBytes, randomFillSync } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { once } from 'node:events';
+import { pipeline } from 'node:stream/promises';
+import { S3Client, GetObjectCommand, CreateBucketCommand } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { StreamWriter } from '../../dist/format/codec.js';
+
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+const MiB = 1 << 20;
+const size = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
+const root = new URL('../../', import.meta.url).pathname;
+const dir = mkdtempSync(join(tmpdir(), 'drkit-bench-archive-'));
+const PART = 16 * MiB;
+const QUEUE = 4;
+
+function must(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * MiB, ...opts });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status} ${r.stderr ?? ''}`);
+  return r;
+}
+
+function timed(cmd, args, env) {
+  const memFile = join(dir, 'mem.txt');
+  const t0 = process.hrtime.bigint();
+  must('/usr/bin/time', ['-f', '%M', '-o', memFile, cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+  const s = Number(process.hrtime.bigint() - t0) / 1e9;
+  return { s, peak: Math.round(Number(readFileSync(memFile, 'utf8').trim().split('\n').pop()) / 1024) };
+}
+
+/** The cluster: an existing endpoint, or test/helpers/ceph.ts in a child (TypeScript through tap's loader). */
+async function cluster() {
+  if (process.env.AWS_ENDPOINT_URL && process.env.AWS_ACCESS_KEY_ID) {
+    return { env: {}, stop: async () => undefined, timings: null };
+  }
+  const child = spawn(process.execPath, [
+    `--import=${join(root, 'node_modules/@tapjs/typescript/dist/esm/import.mjs')}`, join(root, 'test/helpers/ceph-serve.ts'),
+  ], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  for await (const chunk of child.stdout) {
+    out += chunk;
+    if (out.includes('\n')) break;
+  }
+  const info = JSON.parse(out.split('\n')[0]);
+  return {
+    env: info.env,
+    timings: info.timings,
+    stop: async () => {
+      child.stdin.end();
+      await once(child, 'exit');
+    },
+  };
+}
+
+/** A store of `size` bytes of 1 MiB writes, appended with bin/dr-journal (64 MiB segments). */
+function buildStore(storeDir) {
+  const file = join(dir, 'stream.drj');
+  const w = new StreamWriter({ groupId: randomBytes(16), firstSeq: 1 });
+  const fd = openSync(file, 'w');
+  writeSync(fd, w.start());
+  for (const p of w.volume({ name: 'disk0', size, blockSize: 4096, id: randomBytes(16) })) writeSync(fd, p);
+  const data = Buffer.allocUnsafe(MiB);
+  for (let off = 0; off < size; off += MiB) {
+    randomFillSync(data);
+    for (const p of w.record({ type: 'write', volume: 0, offset: off, data }).parts) writeSync(fd, p);
+    if (off % (64 * MiB) === 0) for (const p of w.record({ type: 'flush' }).parts) writeSync(fd, p);
+  }
+  for (const p of w.record({ type: 'mark', kind: 'app', name: 'end', id: randomBytes(16) }).parts) writeSync(fd, p);
+  for (const p of w.end()) writeSync(fd, p);
+  closeSync(fd);
+  must(join(root, 'bin/dr-journal'), ['append', storeDir, file, '--segment-size', '64M']);
+  rmSync(file);
+}
+
+/** `dr-journal archive` argv: bin/dr-journal once it registers the subcommand, else the same module through the test shim. */
+function archiveArgv(args) {
+  const help = spawnSync(join(root, 'bin/dr-journal'), ['--help'], { encoding: 'utf8' });
+  return /\barchive\b/.test(help.stdout ?? '')
+    ? [join(root, 'bin/dr-journal'), args]
+    : [process.execPath, [join(root, 'test/helpers/archive-cli.mjs'), ...args]];
+}
+
+const c = await cluster();
+try {
+  Object.assign(process.env, c.env);
+  const bucket = process.env.BENCH_S3_BUCKET ?? 'drkit-bench';
+  const s3 = new S3Client({ forcePathStyle: true, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' });
+  await s3.send(new CreateBucketCommand({ Bucket: bucket })).catch(() => undefined);
+  const storeDir = join(dir, 'store');
+  buildStore(storeDir);
+  const segDir = join(storeDir, 'segments');
+  const files = readdirSync(segDir).filter((f) => /\.(drj|idx)$/.test(f));
+  const bytes = files.reduce((n, f) => n + statSync(join(segDir, f)).size, 0);
+  for (const f of files) await pipeline(createReadStream(join(segDir, f)), createWriteStream('/dev/null')); // page cache
+
+  // 1. archive vs lib-storage Upload (the peer first: the fresh OSD's first writes are the slowest)
+  const t0 = process.hrtime.bigint();
+  for (const f of files) {
+    const up = new Upload({ client: s3, params: { Bucket: bucket, Key: `sdk/${f}`, Body: createReadStream(join(segDir, f)) }, partSize: PART, queueSize: QUEUE });
+    await up.done();
+  }
+  const peerUp = Number(process.hrtime.bigint() - t0) / 1e9;
+  const [cmd, argv] = archiveArgv(['archive', storeDir, '--to', `s3://${bucket}/drkit`, '--part-size', '16M', '--concurrency', String(QUEUE)]);
+  const a = timed(cmd, argv, c.env);
+  console.log(JSON.stringify({
+    area: 'archive', name: 'archive-upload', drkit_s: +a.s.toFixed(3), peer: 'aws-sdk lib-storage Upload', peer_s: +peerUp.toFixed(3),
+    ratio: +(peerUp / a.s).toFixed(3), higher_is_better: true, drkit_peak_mib: a.peak, bytes,
+    note: `${files.length} objects; drkit also hashes (sha256 + 1 MiB chunk sums), writes sums objects and the manifest; part 16 MiB, 4 in flight; ceph startup ${c.timings ? c.timings.total + ' ms' : 'n/a'}`,
+  }));
+
+  // 2. restore from the bucket alone vs GetObject of the same objects
+  const restoreScript = join(dir, 'restore.mjs');
+  const out = join(dir, 'restored.img');
+  const work = join(dir, 'work');
+  must('mkdir', ['-p', work]);
+  // the library entry point dr-restore uses for s3:// locations, then the volume at latest to a file
+  const script = `
+    import { openArchivedStore } from ${JSON.stringify(join(root, 'dist/archive/restore.js'))};
+    import fs from 'node:fs';
+    const store = await openArchivedStore(process.argv[2], { point: 'latest', workDir: process.argv[4] });
+    const p = store.resolvePoint('latest');
+    const r = await store.pointInTime(p.seq);
+    const fd = fs.openSync(process.argv[3], 'w');
+    const v = r.volumes[0];
+    fs.ftruncateSync(fd, v.size);
+    for await (const run of r.allocated(0)) {
+      for (let o = run.offset; o < run.offset + run.length; o += 8 << 20) {
+        const n = Math.min(8 << 20, run.offset + run.length - o);
+        fs.writeSync(fd, await r.read(0, o, n), 0, n, o);
+      }
+    }
+    fs.fsyncSync(fd); fs.closeSync(fd);
+    await r.release(); await store.close();
+  `;
+  const { writeFileSync } = await import('node:fs');
+  writeFileSync(restoreScript, script);
+  const dl = timed(process.execPath, [restoreScript, `s3://${bucket}/drkit`, out, work], c.env);
+  rmSync(out, { force: true });
+  const t1 = process.hrtime.bigint();
+  let i = 0;
+  const worker = async () => {
+    while (i < files.length) {
+      const f = files[i++];
+      const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `sdk/${f}` }));
+      await pipeline(r.Body, createWriteStream(join(work, f)));
+    }
+  };
+  await Promise.all(Array.from({ length: 4 }, worker));
+  const peerDown = Number(process.hrtime.bigint() - t1) / 1e9;
+  console.log(JSON.stringify({
+    area: 'archive', name: 'restore-from-bucket', drkit_s: +dl.s.toFixed(3), peer: 'aws-sdk GetObject (4 in flight)', peer_s: +peerDown.toFixed(3),
+    ratio: +(peerDown / dl.s).toFixed(3), higher_is_better: true, drkit_peak_mib: dl.peak, bytes,
+    note: 'drkit: manifest, download + sha256 check of every object, store rebuilt, volume at latest written to a fsynced image; peer: the same objects downloaded to files only',
+  }));
+  s3.destroy();
+} finally {
+  await c.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
