@@ -8,7 +8,7 @@
 import { spawnSync } from 'node:child_process';
 import { closeSync, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync, statSync } from 'node:fs';
 import { randomBytes, randomInt } from 'node:crypto';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const MiB = 1 << 20;
@@ -20,10 +20,11 @@ const dir = mkdtempSync(join(tmpdir(), 'drkit-bench-scan-'));
 function timed(cmd, args) {
   const memFile = join(dir, 'mem.txt');
   const t0 = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', '%M', '-o', memFile, cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  const r = spawnSync('/usr/bin/time', ['-f', '%M %U %S', '-o', memFile, cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status} ${r.stderr}`);
-  return { s, peak: Math.round(Number(readFileSync(memFile, 'utf8').trim().split('\n').pop()) / 1024) };
+  const [kb, user, sys] = readFileSync(memFile, 'utf8').trim().split('\n').pop().split(' ').map(Number);
+  return { s, peak: Math.round(kb / 1024), cpu: user + sys };
 }
 function must(cmd, args) {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
@@ -69,7 +70,8 @@ try {
   }
   const out = (peer, p, note) => console.log(JSON.stringify({
     area: 'scan', name: `dr-tap scan of a ${size / MiB} MiB image with 1% of 4 KiB blocks changed`, drkit_s: Number(d.s.toFixed(3)), peer,
-    peer_s: Number(p.s.toFixed(3)), ratio: Number((p.s / d.s).toFixed(3)), higher_is_better: true, drkit_peak_mib: d.peak, bytes: size, note,
+    peer_s: Number(p.s.toFixed(3)), ratio: Number((p.s / d.s).toFixed(3)), higher_is_better: true, drkit_peak_mib: d.peak, bytes: size,
+    note: `${note}; CPU time (user+sys) drkit ${d.cpu.toFixed(2)}s, ${peer.split(' ')[0]} ${p.cpu.toFixed(2)}s; load average ${loadavg()[0].toFixed(1)}`,
   }));
   out('sha256sum', s, `best of ${rounds}; page cache warm; ${changes} blocks changed, stream ${streamBytes} bytes to a file; manifest replaced each run`);
   out('rsync --inplace --no-whole-file --ignore-times -B 4096', r, `best of ${rounds}; rsync updates a copy of the pre-change image (local, delta algorithm forced)`);

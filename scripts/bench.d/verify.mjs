@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync, copyFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const MiB = 1 << 20;
@@ -18,10 +18,11 @@ const dir = mkdtempSync(join(tmpdir(), 'drkit-bench-verify-'));
 function timed(cmd, args, okStatus = [0]) {
   const memFile = join(dir, 'mem.txt');
   const t0 = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', '%M', '-o', memFile, cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  const r = spawnSync('/usr/bin/time', ['-f', '%M %U %S', '-o', memFile, cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
   if (!okStatus.includes(r.status)) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status} ${r.stderr}`);
-  return { s, peak: Math.round(Number(readFileSync(memFile, 'utf8').trim().split('\n').pop()) / 1024) };
+  const [kb, user, sys] = readFileSync(memFile, 'utf8').trim().split('\n').pop().split(' ').map(Number);
+  return { s, peak: Math.round(kb / 1024), cpu: user + sys };
 }
 
 function best(fn) {
@@ -36,7 +37,8 @@ function best(fn) {
 function line(name, d, peer, p, note) {
   console.log(JSON.stringify({
     area: 'verify', name, drkit_s: Number(d.s.toFixed(3)), peer, peer_s: Number(p.s.toFixed(3)),
-    ratio: Number((p.s / d.s).toFixed(3)), higher_is_better: true, drkit_peak_mib: d.peak, bytes: size, note,
+    ratio: Number((p.s / d.s).toFixed(3)), higher_is_better: true, drkit_peak_mib: d.peak, bytes: size,
+    note: `${note}; CPU time (user+sys) drkit ${d.cpu.toFixed(2)}s, ${peer} ${p.cpu.toFixed(2)}s; load average ${loadavg()[0].toFixed(1)}`,
   }));
 }
 
