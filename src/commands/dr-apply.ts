@@ -135,6 +135,8 @@ async function run(args: ApplyArgs, ctx: Context): Promise<number> {
     }
   };
 
+  tick(0);
+
   let result: DriveResult;
   try {
     if (args.journal) {

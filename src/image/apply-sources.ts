@@ -99,17 +99,50 @@ class Waker {
 }
 
 /**
- * Chunks of a file descriptor, read ahead one chunk (so reading overlaps applying).
- * Short reads (pipes) are copied into exact-size buffers so a small record never pins
- * a large read buffer. Falls back to `fallback` if the descriptor is non-blocking.
+ * Read buffers, used again once the parser and the applier are done with them (so
+ * a long stream does not cost a fresh buffer, its page faults and its garbage
+ * collection for every chunk). A chunk's buffer goes back to the pool when every
+ * byte of it lies before the parser's offset (all its records decoded) and the
+ * applier has written what it gathered.
  */
-async function* readChunks(fd: number, fallback: () => Readable): AsyncGenerator<Buffer> {
+class ReadPool {
+  private free: Buffer[] = [];
+  private inUse: Array<{ buf: Buffer; end: number }> = [];
+  private fed = 0;
+
+  get(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(READ_SIZE);
+  }
+
+  /** `n` bytes were read into `buf`: the chunk to parse. Short reads (pipes) are copied out so the buffer is free at once. */
+  chunk(buf: Buffer, n: number): Buffer {
+    this.fed += n;
+    if (n >= READ_SIZE / 2) {
+      this.inUse.push({ buf, end: this.fed });
+      return buf.subarray(0, n);
+    }
+    const copy = Buffer.from(buf.subarray(0, n));
+    this.free.push(buf);
+    return copy;
+  }
+
+  /** Every input byte before `offset` is decoded and written. */
+  release(offset: number): void {
+    while (this.inUse.length > 0 && this.inUse[0]!.end <= offset) this.free.push(this.inUse.shift()!.buf);
+  }
+}
+
+/**
+ * Chunks of a file descriptor, read ahead one chunk (so reading overlaps applying).
+ * Falls back to `fallback` if the descriptor is non-blocking.
+ */
+async function* readChunks(fd: number, pool: ReadPool, fallback: () => Readable): AsyncGenerator<Buffer> {
   const readOnce = (): Promise<Buffer> =>
     new Promise((res, rej) => {
-      const buf = Buffer.allocUnsafe(READ_SIZE);
+      const buf = pool.get();
       read(fd, buf, 0, READ_SIZE, null, (err, n) => {
         if (err) rej(err);
-        else res(n >= READ_SIZE / 2 ? buf.subarray(0, n) : Buffer.from(buf.subarray(0, n)));
+        else res(pool.chunk(buf, n));
       });
     });
   let next = readOnce();
@@ -161,7 +194,8 @@ export async function applyFromStream(applier: Applier, input: StreamInput, opts
   ticker.onFail = onAbort;
   let header: StreamHeader | null = null;
   const items: StreamItem[] = [];
-  const chunks = readChunks(input.fd, input.fallback);
+  const pool = new ReadPool();
+  const chunks = readChunks(input.fd, pool, input.fallback);
   const begin = () => {
     if (!applier.begun && header) applier.begin(header.groupId, header.firstSeq, parser.volumes);
   };
@@ -205,6 +239,8 @@ export async function applyFromStream(applier: Applier, input: StreamInput, opts
           }
         }
       }
+      applier.flushRun();
+      pool.release(parser.offset);
       ticker.inputBytes = parser.offset;
       ticker.lastActivity = Date.now();
       if (inputError !== null) throw inputError;
