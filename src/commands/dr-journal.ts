@@ -1,5 +1,7 @@
 /** dr-journal: the durable journal store of a volume group (src/store does the work). */
 import { once } from 'node:events';
+import { createReadStream, fstatSync } from 'node:fs';
+import type { Readable } from 'node:stream';
 import { runCli, type CommonArgs, type Context } from '../cli/main.js';
 import { openInput } from '../cli/io.js';
 import { formatBytes, formatMicros, parseDuration, parseSize, parseTime } from '../cli/units.js';
@@ -159,9 +161,21 @@ export function main(argv: string[]): Promise<number> {
   );
 }
 
+/** Standard input read in big chunks when it is a regular file (the common `< file` case). */
+async function openAppendInput(file: string): Promise<{ stream: Readable; name: string }> {
+  if (file === '-') {
+    try {
+      if (fstatSync(0).isFile()) return { stream: createReadStream('', { fd: 0, highWaterMark: 4 << 20, autoClose: false }), name: 'standard input' };
+    } catch {
+      /* not a file: the usual stdin */
+    }
+  }
+  return openInput(file);
+}
+
 async function append(args: DirArgs & { file: string; segmentSize?: string }, ctx: Context): Promise<number> {
   const segmentSize = args.segmentSize !== undefined ? parseSize(args.segmentSize, '--segment-size') : undefined;
-  const input = await openInput(args.file);
+  const input = await openAppendInput(args.file);
   const store = await open(args, ctx, true, segmentSize);
   const app = await store.appender();
   ctx.handlesStop();
@@ -172,6 +186,7 @@ async function append(args: DirArgs & { file: string; segmentSize?: string }, ct
   let skipped = 0;
   let firstAppended: number | null = null;
   let failure: unknown = null;
+  let syncing: Promise<void> | null = null;
   try {
     const handle = async (items: StreamItem[]): Promise<void> => {
       let needSync = false;
@@ -190,7 +205,12 @@ async function append(args: DirArgs & { file: string; segmentSize?: string }, ct
           } else skipped++;
         }
       }
-      if (needSync) await app.sync();
+      if (needSync) {
+        // durable at every FLUSH/MARK: one fdatasync in flight while the next input is parsed
+        if (syncing) await syncing;
+        syncing = app.sync();
+        syncing.catch(() => undefined);
+      }
     };
     for await (const chunk of input.stream as AsyncIterable<Buffer>) {
       const items: StreamItem[] = [];
@@ -209,6 +229,7 @@ async function append(args: DirArgs & { file: string; segmentSize?: string }, ct
       begun = true;
     }
     parser.finish();
+    if (syncing) await syncing;
   } catch (err) {
     failure = err;
   }

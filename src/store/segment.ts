@@ -242,7 +242,8 @@ export class RecordWalker {
     return { header, hb };
   }
 
-  next(): RawRecord | null {
+  /** The next complete record; its checksum is checked unless its seq is <= `trustUpTo` (records known durable). */
+  next(trustUpTo = 0): RawRecord | null {
     if (!this.ensure(RECORD_HEADER_SIZE)) return null;
     let at = this.pos - this.bufPos;
     const hb = this.buf.subarray(at, at + RECORD_HEADER_SIZE);
@@ -256,7 +257,7 @@ export class RecordWalker {
     at = this.pos - this.bufPos;
     const hb2 = this.buf.subarray(at, at + RECORD_HEADER_SIZE);
     const payload = this.buf.subarray(at + RECORD_HEADER_SIZE, at + RECORD_HEADER_SIZE + h.payloadLength);
-    if (!recordCrcMatches(hb2, h, [payload])) throw corrupt(this.file, this.pos, `record checksum mismatch (seq ${h.seq})`);
+    if ((h.seq === 0 || h.seq > trustUpTo) && !recordCrcMatches(hb2, h, [payload])) throw corrupt(this.file, this.pos, `record checksum mismatch (seq ${h.seq})`);
     const rec: RawRecord = { offset: this.pos, h, hb: hb2, payload, buf: this.buf, at };
     this.pos += RECORD_HEADER_SIZE + h.payloadLength;
     return rec;
@@ -281,7 +282,7 @@ export interface ScanResult {
  * Read a whole segment, checking every record, and summarise it. Stops at the
  * first incomplete or invalid record: what follows is reported as `fault`.
  */
-export function scanSegment(file: string, expectSeq?: number): ScanResult {
+export function scanSegment(file: string, expectSeq?: number, opts: { trustUpTo?: number; resume?: ScanResult } = {}): ScanResult {
   let fd: number;
   try {
     fd = fs.openSync(file, 'r');
@@ -290,25 +291,35 @@ export function scanSegment(file: string, expectSeq?: number): ScanResult {
   }
   try {
     const size = fs.fstatSync(fd).size;
-    const w = new RecordWalker(fd, file, 0);
-    let head: ReturnType<RecordWalker['header']>;
-    try {
-      head = w.header();
-    } catch (err) {
-      return { builder: null, validEnd: 0, fileSize: size, sealed: false, fault: (err as Error).message };
+    const trustUpTo = opts.trustUpTo ?? 0;
+    let b: SegmentBuilder;
+    let w: RecordWalker;
+    const resume = opts.resume;
+    if (resume && resume.builder && !resume.sealed && resume.fault === null && size >= resume.validEnd) {
+      // continue a scan of the same open segment where it stopped
+      b = resume.builder;
+      w = new RecordWalker(fd, file, resume.validEnd);
+    } else {
+      w = new RecordWalker(fd, file, 0);
+      let head: ReturnType<RecordWalker['header']>;
+      try {
+        head = w.header();
+      } catch (err) {
+        return { builder: null, validEnd: 0, fileSize: size, sealed: false, fault: (err as Error).message };
+      }
+      if (!head) return { builder: null, validEnd: 0, fileSize: size, sealed: false, fault: 'incomplete stream header' };
+      if (expectSeq !== undefined && head.header.firstSeq !== expectSeq) {
+        throw corrupt(file, 36, `header says first seq ${head.header.firstSeq}, file name says ${expectSeq}`);
+      }
+      b = new SegmentBuilder(head.header, head.hb);
     }
-    if (!head) return { builder: null, validEnd: 0, fileSize: size, sealed: false, fault: 'incomplete stream header' };
-    if (expectSeq !== undefined && head.header.firstSeq !== expectSeq) {
-      throw corrupt(file, 36, `header says first seq ${head.header.firstSeq}, file name says ${expectSeq}`);
-    }
-    const b = new SegmentBuilder(head.header, head.hb);
     let sealed = false;
     let fault: string | null = null;
     for (;;) {
       const start = w.pos;
       let r: RawRecord | null;
       try {
-        r = w.next();
+        r = w.next(trustUpTo);
       } catch (err) {
         fault = (err as Error).message;
         break;

@@ -62,6 +62,7 @@ export class JournalStore {
   /** @internal the appender of this process, if any */
   activeAppender: { readonly durableSeq: number } | null = null;
   private closed = false;
+  private scanCache: { file: string; result: ReturnType<typeof scanSegment> } | null = null;
 
   private constructor(dir: string, opts: OpenOptions) {
     this.dir = path.resolve(dir);
@@ -141,7 +142,12 @@ export class JournalStore {
         segments.push({ firstSeq, ...p, summary: idx.summary });
         continue;
       }
-      const scan = scanSegment(p.data, firstSeq);
+      // the open segment: records the appender made durable need no checksum pass here (readers check them);
+      // a scan of the same file by this store object continues where it stopped
+      const durable = readDurable(this.dir);
+      const cached = this.scanCache?.file === p.data ? this.scanCache.result : undefined;
+      const scan = scanSegment(p.data, firstSeq, { trustUpTo: durable?.seq ?? 0, resume: last && !repair ? cached : undefined });
+      if (last) this.scanCache = { file: p.data, result: scan };
       if (scan.builder && scan.builder.summary.lastSeq < windowStart && !last) continue;
       if (scan.fault !== null && !(last && !scan.sealed)) {
         if (!(scan.sealed && scan.builder)) throw new DrError('DR_STORE_CORRUPT', `segment ${p.data} is damaged: ${scan.fault}`);

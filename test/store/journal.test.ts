@@ -202,7 +202,7 @@ t.test('a corrupt segment is detected, not repaired away', async (t) => {
   // the open segment: a flipped byte in the middle of durable records is damage, not a torn tail
   const open = path.join(store, info.segments[info.segments.length - 1].file);
   const ob = fs.readFileSync(open);
-  ob[200] ^= 0x01;
+  ob[140] ^= 0x01; // inside the header of the segment's first record
   fs.writeFileSync(open, ob);
   const sizeBefore = ob.length;
   r = journal(['ls', store]);
