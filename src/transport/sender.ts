@@ -12,7 +12,7 @@ import { nowMicros } from '../format/codec.js';
 import type { Logger } from '../cli/log.js';
 import { formatBytes, formatDuration } from '../cli/units.js';
 import { createProgress, type Progress } from '../cli/progress.js';
-import { WireStreamWriter, type RawRecord } from './framer.js';
+import { RecordFramer, WireStreamWriter, type FramedItem, type RawRecord } from './framer.js';
 import { WireOutput, type WireCounters } from './output.js';
 import { formatReply, isPermanent, parseHello, parseReceiverLine, type Codec, type Hello } from './protocol.js';
 import { TokenBucket, sleep } from './rate.js';
@@ -341,30 +341,65 @@ export class Sender {
     if (conn.signal.aborted) return finish(broken());
     this.sentSeq = Math.max(this.sentSeq, h.seq);
     if (read) {
-      const writer = new WireStreamWriter({ ...read.header, firstSeq: from });
       const out = new WireOutput(child.stdin!, wantCodec, this.bucket, conn.signal, this.counters);
+      const IDLE = Symbol('idle');
+      /** The next item; when none is ready at once, first send what is batched so the receiver can store and ack it. */
+      const nextOf = async <T>(it: AsyncIterator<T>): Promise<IteratorResult<T>> => {
+        const next = it.next();
+        const r = await Promise.race([next, new Promise<typeof IDLE>((res) => setImmediate(() => res(IDLE)))]);
+        if (r !== IDLE) return r;
+        await out.flush();
+        return next;
+      };
       try {
-        await out.write([writer.start()]);
-        for (const v of read.volumes) await out.write(writer.add(v));
-        const it = read.records[Symbol.asyncIterator]();
-        const IDLE = Symbol('idle');
-        for (;;) {
-          const next = it.next();
-          let r = await Promise.race([next, new Promise<typeof IDLE>((res) => setImmediate(() => res(IDLE)))]);
-          if (r === IDLE) {
-            // Nothing more right now: send what is batched so the receiver can store and ack it.
-            await out.flush();
-            r = await next;
+        if (read.kind === 'bytes') {
+          // A store's stream, sent as it is: only each record's seq and time are noted on the way.
+          const framer = new RecordFramer();
+          const items: FramedItem[] = [];
+          const it = read.chunks[Symbol.asyncIterator]();
+          let ended = false;
+          try {
+            for (;;) {
+              const r = await nextOf(it);
+              if (r.done || conn.signal.aborted) break;
+              framer.push(r.value, items);
+              let last = 0;
+              for (const item of items) {
+                if (item.kind === 'record') {
+                  last = item.record.seq;
+                  this.lag.track(item.record.seq, item.record.time);
+                } else if (item.kind === 'end') ended = true;
+              }
+              items.length = 0;
+              if (last) this.checkRpo();
+              if (this.sentSeq <= this.lag.acked) lastAckAt = performance.now();
+              await out.write([r.value]);
+              if (last) this.sentSeq = last;
+            }
+          } finally {
+            await read.close();
           }
-          if (r.done || conn.signal.aborted) break;
-          const rec: RawRecord = r.value;
-          if (this.sentSeq <= this.lag.acked) lastAckAt = performance.now();
-          await out.write(writer.add(rec));
-          this.sentSeq = rec.seq;
-        }
-        if (!conn.signal.aborted) {
-          await out.write(writer.end());
-          await out.flush();
+          if (!conn.signal.aborted) {
+            if (!ended) throw new DrError('DR_TRUNCATED', `the stream read from ${this.o.source.name} ended without its END trailer`);
+            await out.flush();
+          }
+        } else {
+          const writer = new WireStreamWriter({ ...read.header, firstSeq: from });
+          await out.write([writer.start()]);
+          for (const v of read.volumes) await out.write(writer.add(v));
+          const it = read.records[Symbol.asyncIterator]();
+          for (;;) {
+            const r = await nextOf(it);
+            if (r.done || conn.signal.aborted) break;
+            const rec: RawRecord = r.value;
+            if (this.sentSeq <= this.lag.acked) lastAckAt = performance.now();
+            await out.write(writer.add(rec));
+            this.sentSeq = rec.seq;
+          }
+          if (!conn.signal.aborted) {
+            await out.write(writer.end());
+            await out.flush();
+          }
         }
       } catch (err) {
         fail(err instanceof DrError ? err : new DrError('DR_IO', `reading ${this.o.source.name}: ${(err as Error).message}`), err instanceof DrError && isPermanent(err.code));

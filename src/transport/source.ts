@@ -11,12 +11,28 @@ import type { Logger } from '../cli/log.js';
 import { sleep } from './rate.js';
 import { RecordFramer, type FramedItem, type RawRecord } from './framer.js';
 
-export interface SourceRead {
+/** Records to be put into a new stream by the sender (standard input). */
+export interface RecordRead {
+  kind: 'records';
   header: Omit<StreamHeader, 'type' | 'firstSeq'>;
   volumes: RawRecord[];
   /** records from the requested seq on; ends when the source has nothing more to give */
   records: AsyncIterable<RawRecord>;
 }
+
+/**
+ * The bytes of a complete stream that starts at the requested seq (a store's
+ * catStream): sent as they are, chunk by chunk, with no per-record work beyond
+ * noting each record's seq and time.
+ */
+export interface BytesRead {
+  kind: 'bytes';
+  chunks: AsyncIterable<Buffer>;
+  /** stop reading (the connection is gone) */
+  close(): Promise<void>;
+}
+
+export type SourceRead = RecordRead | BytesRead;
 
 export interface ShipSource {
   readonly name: string;
@@ -31,15 +47,6 @@ export interface ShipSource {
   /** Nothing left unread: a stop signal loses nothing (a store keeps its records anyway). */
   readonly complete: boolean;
   close(): Promise<void>;
-}
-
-/** Split a byte stream into framed items as an async iterator. */
-async function* framed(input: AsyncIterable<Buffer>, framer: RecordFramer): AsyncGenerator<FramedItem> {
-  const out: FramedItem[] = [];
-  for await (const chunk of input) {
-    framer.push(chunk, out);
-    while (out.length) yield out.shift()!;
-  }
 }
 
 export class StoreSource implements ShipSource {
@@ -96,59 +103,21 @@ export class StoreSource implements ShipSource {
       throw err;
     }
     const stream: Readable = store.catStream({ fromSeq, follow: this.follow, signal, pollMs: 25 });
-    const framer = new RecordFramer();
-    const items = framed(stream, framer);
-    const volumes: RawRecord[] = [];
-    let header: StreamHeader | null = null;
-    let first: RawRecord | null = null;
-    let ended = false;
-    try {
-      for (;;) {
-        const n = await items.next();
-        if (n.done) break;
-        const it = n.value;
-        if (it.kind === 'header') header = it.header;
-        else if (it.kind === 'volume') volumes.push(it.record);
-        else if (it.kind === 'record') {
-          first = it.record;
-          break;
-        } else {
-          ended = true;
-          break;
-        }
-      }
-    } catch (err) {
+    stream.on('error', () => {
+      /* reported through the iterator */
+    });
+    const close = async () => {
       stream.destroy();
       await closeStore();
-      throw err;
-    }
-    if (!header) {
-      await closeStore();
-      if (signal.aborted) return null;
-      throw new DrError('DR_TRUNCATED', `${this.dir}: the store gave no stream header`);
-    }
-    const onRecord = (r: RawRecord) => this.onRecord?.(r.seq, r.time);
-    async function* records(): AsyncGenerator<RawRecord> {
+    };
+    async function* chunks(): AsyncGenerator<Buffer> {
       try {
-        if (first) {
-          onRecord(first);
-          yield first;
-        }
-        if (ended) return;
-        for (;;) {
-          const n = await items.next();
-          if (n.done) return;
-          if (n.value.kind === 'record') {
-            onRecord(n.value.record);
-            yield n.value.record;
-          } else if (n.value.kind === 'end') return;
-        }
+        for await (const c of stream) yield c as Buffer;
       } finally {
-        stream.destroy();
-        await closeStore();
+        await close();
       }
     }
-    return { header: { groupId: header.groupId, created: header.created, compatFeatures: header.compatFeatures }, volumes, records: records() };
+    return { kind: 'bytes', chunks: chunks(), close };
   }
 
   acked(): void {}
@@ -285,7 +254,7 @@ export class StdinSource implements ShipSource {
         await self.wait(signal);
       }
     }
-    return { header: { groupId: header.groupId, created: header.created, compatFeatures: header.compatFeatures }, volumes: this.volumes, records: records() };
+    return { kind: 'records', header: { groupId: header.groupId, created: header.created, compatFeatures: header.compatFeatures }, volumes: this.volumes, records: records() };
   }
 
   acked(seq: number): void {
