@@ -179,6 +179,8 @@ async function append(args: DirArgs & { file: string; segmentSize?: string }, ct
   const store = await open(args, ctx, true, segmentSize);
   const app = await store.appender();
   ctx.handlesStop();
+  // a stop signal ends the input: what was received is stored and synced, then exit 3
+  ctx.signal.addEventListener('abort', () => input.stream.destroy(), { once: true });
   const parser = new StreamParser();
   let header: StreamHeader | null = null;
   let begun = false;
@@ -233,6 +235,7 @@ async function append(args: DirArgs & { file: string; segmentSize?: string }, ct
   } catch (err) {
     failure = err;
   }
+  if (ctx.signal.aborted) failure = new DrError('DR_INTERRUPTED', `interrupted: stored up to seq ${app.nextSeq - 1}`);
   try {
     await app.close();
   } catch (err) {
