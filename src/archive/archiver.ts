@@ -91,12 +91,35 @@ export class Archiver {
   /** One archive pass over the store as it is now. */
   async pass(): Promise<PassResult> {
     const { log, signal } = this.opts;
+    // digests of the next sealed segment, computed while the current one uploads (and the
+    // first one while the bucket and manifest are read)
+    const ahead = new Map<string, Promise<Digest>>();
+    const digestAhead = (file: string): void => {
+      if (ahead.has(file)) return;
+      const p = fileSource(file).then(async (src) => {
+        try {
+          return await digestSource(src, this.objects.partSize, { signal });
+        } finally {
+          await src.close();
+        }
+      });
+      p.catch(() => undefined); // a file pruned meanwhile: digested again (and failing properly) when its turn comes
+      ahead.set(file, p);
+    };
+    const store = await JournalStore.open(this.dir, { readOnly: true, log });
+    const known = this.manifest ? sealedThrough(this.manifest) : 0;
+    const firstTodo = store.segments.find((s) => s.summary.sealed && s.summary.records > 0 && s.summary.lastSeq > known);
+    if (firstTodo) digestAhead(firstTodo.data);
     if (!this.loaded) {
-      await this.objects.ensureBucket();
-      this.manifest = await this.loadManifest();
+      try {
+        await this.objects.ensureBucket();
+        this.manifest = await this.loadManifest();
+      } catch (err) {
+        await store.close();
+        throw err;
+      }
       this.loaded = true;
     }
-    const store = await JournalStore.open(this.dir, { readOnly: true, log });
     const result: PassResult = {
       uploadedObjects: 0, uploadedBytes: 0, skippedObjects: 0, sealedThrough: 0, lastSeq: 0, segments: 0, manifestWritten: false, rebased: false,
     };
@@ -131,32 +154,21 @@ export class Archiver {
       result.rebased = rebase && old !== null;
 
       let verifying = false;
-      // digests of the next sealed segment, computed while the current one uploads
-      const ahead = new Map<string, Promise<Digest>>();
-      const digestAhead = (file: string): void => {
-        if (ahead.has(file)) return;
-        const p = fileSource(file).then(async (src) => {
-          try {
-            return await digestSource(src, this.objects.partSize, { signal });
-          } finally {
-            await src.close();
-          }
-        });
-        p.catch(() => undefined); // a file pruned meanwhile: digested again (and failing properly) when its turn comes
-        ahead.set(file, p);
-      };
       const upload = async (name: string, src: Source, file?: string): Promise<ArchivedObject> => {
         try {
           const early = file !== undefined && !verifying ? ahead.get(file) : undefined;
           if (file !== undefined) ahead.delete(file);
+          const t0 = Date.now();
           const digest = (early ? await early.catch(() => null) : null) ?? await digestSource(src, this.objects.partSize, { etag: verifying, signal });
+          const t1 = Date.now();
           const key = this.key(name);
           const sent = await this.objects.putSource(key, src, digest, { signal, onBytes: this.opts.onBytes });
+          const t2 = Date.now();
           if (sent > 0 || src.size === 0) result.uploadedObjects++;
           else result.skippedObjects++;
           result.uploadedBytes += sent;
           this.opts.onObject?.(key);
-          log.debug(`${sent > 0 ? 'uploaded' : 'already archived'} ${name} (${src.size} bytes)`);
+          log.debug(`${sent > 0 ? 'uploaded' : 'already archived'} ${name} (${src.size} bytes; checksums ${t1 - t0} ms, transfer ${t2 - t1} ms)`);
           return { key: name, size: src.size, sha256: digest.sha256, sums: sha256Hex(digest.sums) };
         } finally {
           await src.close();
