@@ -3,12 +3,13 @@
  * appender dr-journal uses): mixed data (random and zero-filled writes, a flush
  * and a mark now and then), record times chosen by the test.
  */
+import { execFileSync } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
 import { JournalStore } from '../../src/store/index.js';
 import { StreamWriter } from '../../src/format/codec.js';
 import { encodeRecord, newId } from '../../src/format/layout.js';
 
-export const VOLUME_SIZE = 64 * 1024 * 1024;
+export const VOLUME_SIZE = 16 * 1024 * 1024;
 
 export interface JournalSpec {
   /** number of WRITE records (a FLUSH follows every 16th) */
@@ -66,6 +67,38 @@ export async function digestJournal(dir: string, untilSeq?: number): Promise<{ l
     }
     return { lastSeq: store.lastSeq, records, digest: h.digest('hex'), groupId: store.groupId ? store.groupId.toString('hex') : null };
   } finally {
+    await store.close();
+  }
+}
+
+/** `dr-journal cat DIR` (the real command): the stream's bytes. */
+export function journalCat(dir: string): Buffer {
+  const bin = new URL('../../bin/dr-journal', import.meta.url).pathname;
+  return execFileSync(bin, ['cat', dir], { maxBuffer: 1 << 30 });
+}
+
+/**
+ * The records of a `dr-journal cat` stream without what differs between two
+ * catted copies of equal stores: the header's creation time (and the header CRC),
+ * and the END trailer whose digest covers that header.
+ */
+export function catRecords(stream: Buffer): Buffer {
+  const HEADER = 64;
+  const END = 32 + 48;
+  return Buffer.concat([stream.subarray(0, 44), stream.subarray(HEADER, stream.length - END)]);
+}
+
+/** SHA-256 of volume 0 as of the store's last seq (the point-in-time reader, i.e. what a restore gives). */
+export async function volumeDigest(dir: string): Promise<string> {
+  const store = await JournalStore.open(dir, { readOnly: true });
+  const pit = await store.pointInTime(store.lastSeq);
+  const h = createHash('sha256');
+  try {
+    const size = pit.volumes[0]!.size;
+    for (let off = 0; off < size; off += 1 << 20) h.update(await pit.read(0, off, Math.min(1 << 20, size - off)));
+    return h.digest('hex');
+  } finally {
+    await pit.release();
     await store.close();
   }
 }
