@@ -14,7 +14,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { startSshd } from '../lib/sshd.mjs';
 
@@ -70,11 +70,11 @@ function must(cmd, args, opts = {}) {
 function timed(cmd, args, opts = {}) {
   const memFile = join(dir, 'mem.txt');
   const t0 = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', '%M', '-o', memFile, cmd, ...args], { encoding: 'utf8', maxBuffer: 64 * MiB, ...opts });
+  const r = spawnSync('/usr/bin/time', ['-f', '%M %U %S', '-o', memFile, cmd, ...args], { encoding: 'utf8', maxBuffer: 64 * MiB, ...opts });
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status}\n${r.stderr}`);
-  const kb = Number(readFileSync(memFile, 'utf8').trim().split('\n').at(-1));
-  return { s, mib: Math.round(kb / 1024), stderr: r.stderr };
+  const [kb, user, sys] = readFileSync(memFile, 'utf8').trim().split('\n').at(-1).split(' ').map(Number);
+  return { s, mib: Math.round(kb / 1024), cpu: user + sys, stderr: r.stderr };
 }
 
 const q = (s) => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -144,7 +144,8 @@ try {
       higher_is_better: true,
       drkit_peak_mib: best.mib,
       bytes: segBytes,
-      note: `receiver appends, fdatasyncs and acks (the peer does not sync); ${(best.done.wire_bytes / MiB).toFixed(0)} MiB on the wire; best of ${rounds}`,
+      note: `receiver appends, fdatasyncs and acks (the peer does not sync); ${(best.done.wire_bytes / MiB).toFixed(0)} MiB on the wire; `
+        + `CPU of dr-ship send + its ssh client ${best.cpu.toFixed(1)} s; load average ${loadavg()[0].toFixed(1)} on ${availableParallelism()} CPUs; best of ${rounds}`,
     }));
   }
 
@@ -175,7 +176,7 @@ try {
     console.log(JSON.stringify({
       area: 'ship', name: `lag p${p} under ${loadMiB} MiB/s of writes (--follow)`, drkit_s: +(pct(p) / 1000).toFixed(3),
       peer: null, peer_s: null, ratio: null, higher_is_better: false, bytes: loadMiB * MiB * loadSeconds,
-      note: `age of the oldest unacknowledged record, ${lags.length} samples every 100 ms; p50 ${pct(50)} ms, p99 ${pct(99)} ms, max ${lags.at(-1)} ms`,
+      note: `age of the oldest unacknowledged record, ${lags.length} samples every 100 ms; p50 ${pct(50)} ms, p99 ${pct(99)} ms, max ${lags.at(-1)} ms; load average ${loadavg()[0].toFixed(1)}`,
     }));
   }
 } finally {
