@@ -31,6 +31,8 @@ const fdatasync = promisify(fs.fdatasync);
 export const BASELINE_CHUNK = 1024 * 1024;
 /** a write's socket slices shorter than this are merged (copied) into one record; longer ones are journaled as they are */
 const MIN_PIECE = 16 * 1024;
+/** journal bytes between background syncs */
+const BACKGROUND_SYNC_BYTES = 8 * 1024 * 1024;
 const ZEROES = Buffer.alloc(1024 * 1024);
 
 export interface BackingVolume {
@@ -153,10 +155,31 @@ export class Tap {
     return buf;
   }
 
+  /** journal bytes appended since the last background sync started */
+  private unsynced = 0;
+  private backgroundSync: Promise<void> | null = null;
+
+  /**
+   * Start writing the journal out while requests go on (an asynchronous sync, on
+   * the thread pool) every few MiB, so a FLUSH, and a journal segment's seal, find
+   * little left to write.
+   */
+  private maybeSyncInBackground(bytes: number): void {
+    this.unsynced += bytes;
+    if (this.unsynced < BACKGROUND_SYNC_BYTES || this.backgroundSync) return;
+    this.unsynced = 0;
+    // the journal only: the backing stores' dirty pages are left to the kernel (or the checkpoint)
+    this.backgroundSync = this.sink.sync().catch(() => undefined).finally(() => {
+      this.backgroundSync = null;
+    });
+  }
+
   private append(input: Parameters<JournalSink['append']>[0]): SequencedRecord {
     if (this.fatal) throw this.fatal;
     try {
-      return this.sink.append(input);
+      const rec = this.sink.append(input);
+      if (input.type === 'write') this.maybeSyncInBackground(input.data.length);
+      return rec;
     } catch (err) {
       const e = err instanceof DrError ? err : fromSystemError(err, `writing ${this.sink.what}`);
       // A journal that failed once is not trusted with more records: stop (what it holds stays valid).
@@ -278,6 +301,12 @@ export class Tap {
   needBaseline(v: BackingVolume): void {
     v.baseline = new Uint8Array(Math.ceil(v.size / BASELINE_CHUNK));
     v.baselineDone = 0;
+    const st = fs.fstatSync(v.fd);
+    if (st.isFile() && st.blocks === 0) {
+      // a regular file without a single allocated block reads as zeroes: nothing to record
+      v.baseline.fill(1);
+      v.baselineDone = v.baseline.length;
+    }
   }
 
   get baselineTotal(): number {
