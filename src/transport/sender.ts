@@ -147,7 +147,8 @@ export class Sender {
     }
     const timer = setInterval(() => this.tick(), this.o.statusMs);
     const onHup = () => this.reloadSchedule();
-    process.on('SIGHUP', onHup);
+    // Without a schedule, SIGHUP keeps its usual meaning (hang-up ends the process).
+    if (this.o.scheduleFile) process.on('SIGHUP', onHup);
     let failures = 0;
     let backoff = BACKOFF_FIRST_MS;
     let lastError: DrError | null = null;
