@@ -30,7 +30,7 @@ t.test('qemu-io, qemu-img convert, nbdcopy and nbdinfo through the tap; the stre
   sh('truncate', ['-s', '2M', d1]);
 
   const s1 = path.join(dir, 'run1.drj');
-  const tap = await startTap(['nbd', '--export', `d0=${d0}`, '--export', `d1=${d1}`, '--socket', sock, '--state', state, '--sign-every', '20ms'], { stdoutFile: s1, waitFor: sock });
+  const tap = await startTap(['nbd', '--export', `d0=${d0}`, '--export', `d1=${d1}`, '--socket', sock, '--state', state, '--sign-every', '20ms', '--json'], { stdoutFile: s1, waitFor: sock });
   t.teardown(() => tap.child.kill('SIGKILL'));
   t.equal(statSync(sock).mode & 0o777, 0o600, 'unix socket is created 0600');
   const uri0 = `nbd+unix:///d0?socket=${sock}`;
@@ -83,6 +83,10 @@ t.test('qemu-io, qemu-img convert, nbdcopy and nbdinfo through the tap; the stre
   const r1 = await tap.stop('SIGTERM');
   t.equal(r1.code, 0, `SIGTERM: exit 0 (stderr: ${r1.stderr.trim()})`);
 
+  const events = r1.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { event: string; total?: number; recorded?: number; writes?: number });
+  t.same(events.map((e) => e.event).filter((e) => e !== 'baseline'), ['listening', 'baseline-complete', 'stopped'], '--json events on stderr (stdout is the stream)');
+  const progress = events.filter((e) => e.event === 'baseline');
+  t.ok(progress.length > 0 && progress.at(-1)!.recorded === progress.at(-1)!.total, 'baseline progress reaches its total');
   const rep = replayFiles([s1]);
   t.equal(rep.error, null, 'the stream is valid and complete');
   t.ok(rep.ended, 'the stream ends with its END trailer');
@@ -107,4 +111,21 @@ t.test('qemu-io, qemu-img convert, nbdcopy and nbdinfo through the tap; the stre
   t.equal(run2.header.firstSeq, rep.lastSeq + 1, 'second run continues the sequence');
   t.equal(run2.marks.length, 0, 'no new baseline in the second run');
   t.ok(two.images.get('d1')!.equals(readFileSync(d1)) && two.images.get('d0')!.equals(readFileSync(d0)), 'both runs replayed give the volumes byte for byte');
+});
+
+t.test('TCP: binds 127.0.0.1 by default, any free port with --port 0', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'drkit-tapt-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const disk = path.join(dir, 'd.img');
+  sh('truncate', ['-s', '1M', disk]);
+  const out = path.join(dir, 's.drj');
+  const tap = await startTap(['nbd', '--export', `tcpvol=${disk}`, '--port', '0'], { stdoutFile: out, waitFor: disk });
+  t.teardown(() => tap.child.kill('SIGKILL'));
+  const m = /on 127\.0\.0\.1:(\d+),/.exec(tap.stderr());
+  t.ok(m, 'listening on 127.0.0.1 and the port is printed');
+  const info = sh('nbdinfo', ['--size', `nbd://127.0.0.1:${m![1]}/tcpvol`]);
+  t.equal(info.trim(), String(1024 * 1024), 'nbdinfo over TCP sees the export');
+  sh('qemu-io', ['-f', 'raw', `nbd://127.0.0.1:${m![1]}/tcpvol`, '-c', 'write -P 7 0 4k', '-c', 'flush']);
+  t.equal((await tap.stop()).code, 0);
+  t.ok(replayFiles([out]).images.get('tcpvol')!.equals(readFileSync(disk)), 'journal rebuilds the volume');
 });
