@@ -77,7 +77,7 @@ export function main(argv: string[]): Promise<number> {
           .option('host', { type: 'string', default: '127.0.0.1', description: 'with --serve --port: address to listen on' })
           .option('writable', { type: 'boolean', description: 'with --serve: accept writes into a copy-on-write overlay (the store is never written)' })
           .option('overlay', { type: 'string', description: 'with --writable: directory keeping the overlay files (default: a temporary one, removed at exit)' })
-          .option('buffer', { type: 'string', default: '32M', description: 'memory for reads in flight when restoring a file or tar' })
+          .option('buffer', { type: 'string', default: '16M', description: 'memory for data being read and written when restoring a file or tar' })
           .example('$0 /srv/journal --at mark:before-upgrade --out db.img', 'the volume as of a mark, as a sparse file')
           .example('$0 /srv/journal --at 2026-11-21T10:00:00Z --tar > group.tar', 'every volume at one time, with a manifest')
           .example('$0 /srv/journal --serve --socket /tmp/r.sock --at latest --at seq:1000', 'two points side by side over NBD'),

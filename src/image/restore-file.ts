@@ -31,8 +31,7 @@ export interface RestoreStats {
 const BLOCK = 4096;
 /** zero runs shorter than this are written (one large write beats many small ones) */
 const HOLE_MIN = 64 * 1024;
-/** chunk writes in flight to a sparse file */
-const WRITES_IN_FLIGHT = 3;
+
 
 /** Restore a volume into FILE: refused if it exists unless `force`; atomic for regular files. */
 export async function restoreToFile(
@@ -62,7 +61,7 @@ export async function restoreToFile(
         const w = writeNonZero(out, piece.data, piece.offset);
         w.catch(() => undefined); // awaited below, in order
         writes.push(w);
-        if (writes.length >= WRITES_IN_FLIGHT) written += await writes.shift()!;
+        if (writes.length >= (opts.writesInFlight ?? 2)) written += await writes.shift()!;
       }
       opts.onProgress?.(piece.offset + piece.length);
     }

@@ -19,18 +19,24 @@ export interface PieceOptions {
   chunkSize: number;
   /** reads in flight at most; memory is about chunkSize x readAhead */
   readAhead: number;
+  /** chunk writes in flight at most (sparse file output) */
+  writesInFlight?: number;
   /** allocated ranges closer than this are read together (default chunkSize / 16) */
   mergeGap?: number;
   signal?: AbortSignal;
 }
 
-export const DEFAULT_BUFFER = 32 * 1024 * 1024;
+export const DEFAULT_BUFFER = 16 * 1024 * 1024;
 export const MAX_CHUNK = 4 * 1024 * 1024;
 
-/** Chunk size and read-ahead for a memory budget of `buffer` bytes. */
-export function readPlan(buffer: number): { chunkSize: number; readAhead: number } {
+/**
+ * Chunk size, read-ahead and writes in flight for a memory budget of `buffer`
+ * bytes: half of it for chunks read ahead, half for chunks being written.
+ */
+export function readPlan(buffer: number): { chunkSize: number; readAhead: number; writesInFlight: number } {
   const chunkSize = Math.max(64 * 1024, Math.min(MAX_CHUNK, 2 ** Math.floor(Math.log2(Math.max(1, buffer / 4)))));
-  return { chunkSize, readAhead: Math.max(1, Math.floor(buffer / chunkSize)) };
+  const n = Math.max(1, Math.floor(buffer / (2 * chunkSize)));
+  return { chunkSize, readAhead: n, writesInFlight: n };
 }
 
 /** A shared buffer of zeroes (never written to). */
