@@ -270,8 +270,10 @@ export class Archiver {
       throw err;
     }
     const name = path.basename(s.data);
+    const indexUp = index ? upload(`segments/${path.basename(s.index)}`, index) : Promise.resolve(null);
+    indexUp.catch(() => undefined);
     const dataObj = await upload(`segments/${name}`, data, s.data);
-    const indexObj = index ? await upload(`segments/${path.basename(s.index)}`, index) : null;
+    const indexObj = await indexUp;
     const sum = s.summary;
     return {
       firstSeq: s.firstSeq, lastSeq: sum.lastSeq, firstTime: sum.firstTime, lastTime: sum.lastTime, records: sum.records,

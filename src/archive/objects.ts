@@ -298,18 +298,21 @@ export class ObjectStore {
     const have = await this.head(key);
     // already there (the sums object went up first); with an ETag, byte for byte as far as S3 can tell
     if (have && have.size === src.size && have.sha256 === digest.sha256 && (digest.etag === null || have.etag === digest.etag)) return 0;
-    await this.putBuffer(`${key}.sums`, digest.sums, undefined, opts.signal);
+    // the sums object goes up alongside; it is in place before the object can be complete
+    const sums = this.putBuffer(`${key}.sums`, digest.sums, undefined, opts.signal);
+    sums.catch(() => undefined);
     if (src.size <= this.partSize) {
+      await sums;
       const body = await src.read(0, src.size);
       if (opts.signal?.aborted) throw interrupted();
       await this.putBuffer(key, body, digest.sha256, opts.signal);
       opts.onBytes?.(body.length);
       return body.length;
     }
-    return this.multipart(key, src, digest, opts);
+    return this.multipart(key, src, digest, { ...opts, before: sums });
   }
 
-  private async multipart(key: string, src: Source, digest: Digest, opts: { signal?: AbortSignal; onBytes?: (n: number) => void }): Promise<number> {
+  private async multipart(key: string, src: Source, digest: Digest, opts: { signal?: AbortSignal; onBytes?: (n: number) => void; before: Promise<unknown> }): Promise<number> {
     const partSize = this.partSize;
     const count = Math.ceil(src.size / partSize);
     if (count > 10000) throw new DrError('DR_USAGE', `${this.where(key)}: ${src.size} bytes need more than 10000 parts of ${partSize}: use a larger --part-size`);
@@ -340,6 +343,7 @@ export class ObjectStore {
     } catch (err) {
       throw this.fail(err, 'listing uploads of', key);
     }
+    const resumed = uploadId !== null;
     if (uploadId === null) {
       try {
         const r = await this.client.send(
@@ -382,6 +386,7 @@ export class ObjectStore {
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.concurrency, count) }, worker));
+    await opts.before;
     const parts: CompletedPart[] = [];
     for (let n = 1; n <= count; n++) parts.push({ PartNumber: n, ETag: etags[n] });
     try {
@@ -390,6 +395,7 @@ export class ObjectStore {
       throw this.fail(err, 'completing upload of', key);
     }
     for (const s of stale) await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: s })).catch(() => undefined);
+    if (!resumed) return sent;
     // a resumed upload carries the metadata it was started with: it must be ours
     const head = await this.head(key);
     if (!head || head.size !== src.size || head.sha256 !== digest.sha256) {

@@ -14,7 +14,8 @@ import { cephForTest, type Ceph } from '../helpers/ceph.js';
 import { journal, spawnJournal, s3Client, s3Opts } from '../helpers/archive-run.js';
 import { buildStore, tempDir } from '../helpers/restore-store.js';
 import { run } from '../helpers/run.js';
-import { openArchivedStore, listArchivedGroups } from '../../src/archive/restore.js';
+import { openArchivedStore, listArchivedGroups, readManifest } from '../../src/archive/restore.js';
+import { makeWorkload } from '../helpers/workload.js';
 import { ObjectStore } from '../../src/archive/objects.js';
 import type { JournalStore } from '../../src/store/index.js';
 
@@ -241,4 +242,66 @@ t.test('a corrupted object is detected on read', async (t) => {
   } finally {
     await store.close();
   }
+});
+
+t.test('--follow archives new records as they come and stops cleanly on SIGTERM', async (t) => {
+  const work = tempDir(t, 'drkit-archive-follow-');
+  const w = makeWorkload({ seed: 16, records: 300, markEvery: 100 });
+  const dir = path.join(work, 'store');
+  const half = w.records[149]!.seq;
+  fs.writeFileSync(path.join(work, 'a.drj'), w.truncated(w.recordStart[150]!));
+  fs.writeFileSync(path.join(work, 'b.drj'), w.streamFrom(half + 1));
+  let r = await run('dr-journal', ['append', dir, path.join(work, 'a.drj'), '--segment-size', '256K']);
+  t.equal(r.code, 3, 'the first half is a stream without END (stored up to its last record)');
+  const url = 's3://drkit-t5/follow';
+  const objects = new ObjectStore('drkit-t5', s3Opts(ceph));
+  t.teardown(() => objects.destroy());
+  const archivedSeq = async (): Promise<number> => {
+    const m = await readManifest(objects, { bucket: 'drkit-t5', prefix: 'follow' }).catch(() => null);
+    return m ? m.lastSeq : 0;
+  };
+  const waitFor = async (seq: number): Promise<boolean> => {
+    for (let i = 0; i < 300; i++) {
+      if ((await archivedSeq()) === seq) return true;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    return false;
+  };
+  const child = spawnJournal(ceph, ['archive', dir, '--to', url, '--follow', '--interval', '200ms']);
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  t.ok(await waitFor(half), `the first half is archived (seq ${half})`);
+  r = await run('dr-journal', ['append', dir, path.join(work, 'b.drj')]);
+  t.equal(r.code, 0, r.stderr);
+  t.ok(await waitFor(w.lastSeq), `the records appended later are archived too (seq ${w.lastSeq})`);
+  child.kill('SIGTERM');
+  t.equal(await exited, 0, `SIGTERM stops --follow with status 0: ${stderr}`);
+  fs.rmSync(dir, { recursive: true, force: true });
+  const store = await openArchivedStore(url, { s3: s3Opts(ceph) });
+  try {
+    sameImages(t, await volumeBytes(store, w.lastSeq), w.final, 'latest');
+    for (const m of w.marks) sameImages(t, await volumeBytes(store, m.seq), m.images, `mark ${m.name}`);
+  } finally {
+    await store.close();
+  }
+});
+
+t.test('bad locations, missing stores and unreachable endpoints are one-line errors', async (t) => {
+  const { dir } = await buildStore(t, { seed: 17, records: 50 }, { segmentSize: '1M' });
+  let r = await journal(ceph, ['archive', dir, '--to', 'http://bucket/x']);
+  t.equal(r.code, 2);
+  t.equal(r.stderr, 'dr-journal: error: bad archive location "http://bucket/x": use s3://BUCKET/PREFIX (DR_USAGE)\n');
+  r = await journal(ceph, ['archive', path.join(dir, 'nope'), '--to', 's3://drkit-t6/x']);
+  t.equal(r.code, 2);
+  t.match(r.stderr, /^dr-journal: error: no journal store at .*nope .*\(DR_NO_STORE\)\n$/);
+  r = await journal(ceph, ['archive', dir, '--to', 's3://drkit-t6/x', '--endpoint', 'http://127.0.0.1:9']);
+  t.equal(r.code, 3);
+  t.match(r.stderr, /^dr-journal: error: checking bucket s3:\/\/drkit-t6 failed: ECONNREFUSED \(http:\/\/127\.0\.0\.1:9\) \(DR_PEER\)\n$/);
+  r = await journal(ceph, ['archive', dir, '--to', 's3://drkit-t6/x', '--part-size', '1M']);
+  t.equal(r.code, 2);
+  t.match(r.stderr, /^dr-journal: error: part size 1048576 must be between 5 MiB and 5 GiB .*\(DR_USAGE\)\n$/);
 });
