@@ -62,6 +62,8 @@ export class RpoMonitor {
   /** the RPO was exceeded at some time during this run */
   everBreached = false;
   breachCount = 0;
+  /** the largest lag seen while breached, ms */
+  worstLagMs = 0;
   private hooks = new Set<Promise<void>>();
 
   constructor(
@@ -76,6 +78,7 @@ export class RpoMonitor {
 
   check(s: RpoState): void {
     const over = s.targetMs !== null && s.lagMs > s.targetMs;
+    if (over && s.lagMs > this.worstLagMs) this.worstLagMs = s.lagMs;
     if (over && !this.breached) {
       this.breached = true;
       this.everBreached = true;

@@ -152,6 +152,7 @@ export class Sender {
     let failures = 0;
     let backoff = BACKOFF_FIRST_MS;
     let lastError: DrError | null = null;
+    let breach: DrError | null = null;
     try {
       for (;;) {
         // (a finished connection breaks out below: here a stop can only come from a backoff)
@@ -191,7 +192,10 @@ export class Sender {
       this.event({ event: 'done', acked_seq: this.lag.acked, bytes: this.counters.streamBytes, wire_bytes: this.counters.wireBytes, connections: this.connections, rpo_breaches: this.rpo.breachCount });
       if (inputError) throw inputError;
       log.debug(`done: acknowledged up to seq ${this.lag.acked}, ${formatBytes(this.counters.streamBytes)} of stream in ${formatBytes(this.counters.wireBytes)} on the wire, ${this.connections} connection(s)`);
-      return this.o.once && this.rpo.everBreached ? EXIT.DIFFERENT : EXIT.OK;
+      if (this.o.once && this.rpo.everBreached) {
+        // not a failure: the run is done (status "done" above); the exit status says the RPO was missed
+        breach = new DrError('DR_RPO_BREACH', `the RPO target was exceeded during this run (${this.rpo.breachCount} breach${this.rpo.breachCount > 1 ? 'es' : ''}, lag up to ${formatDuration(this.rpo.worstLagMs)}); everything was shipped, acknowledged up to seq ${this.lag.acked}`);
+      }
     } catch (err) {
       this.state = 'failed';
       this.tick();
@@ -203,6 +207,8 @@ export class Sender {
       await this.rpo.settle();
       await this.o.source.close();
     }
+    if (breach) throw breach;
+    return EXIT.OK;
   }
 
   /** One connection: greet, negotiate, stream, wait for acks. */
