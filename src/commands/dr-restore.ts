@@ -4,6 +4,7 @@ import { createProgress } from '../cli/progress.js';
 import { formatBytes, formatDuration, formatMicros, parseSize } from '../cli/units.js';
 import { DrError, EXIT } from '../errors.js';
 import { JournalStore } from '../store/index.js';
+import { isArchiveUrl } from '../archive/url.js';
 import { restoreToFile, restoreToStream, type RestoreOptions } from '../image/restore-file.js';
 import { AtomicOutput, checkOutput, endWriter, fileWriter, openSpecialOutput } from '../image/restore-output.js';
 import {
@@ -30,6 +31,8 @@ interface RestoreArgs extends CommonArgs {
   writable?: boolean;
   overlay?: string;
   buffer: string;
+  endpoint?: string;
+  region?: string;
 }
 
 const USAGE = `$0 DIR --at POINT --out FILE|- [--volume NAME] [--consistent] [--force]
@@ -39,6 +42,7 @@ const USAGE = `$0 DIR --at POINT --out FILE|- [--volume NAME] [--consistent] [--
 
 Rebuild volumes of a journal store as they were at a point of its history window:
 as a file, as one tar for the whole group, or served over NBD at once.
+DIR may also be s3://BUCKET/PREFIX, a store archived with dr-journal archive.
 POINT is latest, seq:N, mark:NAME or an ISO-8601 time (the last record at or before it).`;
 
 /** yargs reads a lone "-" as a positional: keep it as the value of --out and --tar. */
@@ -62,7 +66,7 @@ export function main(argv: string[]): Promise<number> {
         '$0 <dir>',
         false,
         (c) => c
-          .positional('dir', { type: 'string', description: 'the journal store directory', demandOption: true })
+          .positional('dir', { type: 'string', description: 'the journal store directory, or s3://BUCKET/PREFIX', demandOption: true })
           .option('at', { type: 'string', array: true, description: 'restore point: latest, seq:N, mark:NAME or ISO-8601 time (repeat with --serve)' })
           .option('out', { type: 'string', description: 'write the volume to FILE (sparse), or - for standard output' })
           .option('volume', { type: 'string', description: 'the volume to restore or serve (default: the only one; all with --tar/--serve)' })
@@ -78,6 +82,8 @@ export function main(argv: string[]): Promise<number> {
           .option('writable', { type: 'boolean', description: 'with --serve: accept writes into a copy-on-write overlay (the store is never written)' })
           .option('overlay', { type: 'string', description: 'with --writable: directory keeping the overlay files (default: a temporary one, removed at exit)' })
           .option('buffer', { type: 'string', default: '16M', description: 'memory for data being read and written when restoring a file or tar' })
+          .option('endpoint', { type: 'string', description: 'with an s3:// location: S3 endpoint URL (default: AWS_ENDPOINT_URL, else AWS)' })
+          .option('region', { type: 'string', description: 'with an s3:// location: S3 region (default: AWS_REGION)' })
           .example('$0 /srv/journal --at mark:before-upgrade --out db.img', 'the volume as of a mark, as a sparse file')
           .example('$0 /srv/journal --at 2026-11-21T10:00:00Z --tar > group.tar', 'every volume at one time, with a manifest')
           .example('$0 /srv/journal --serve --socket /tmp/r.sock --at latest --at seq:1000', 'two points side by side over NBD'),
@@ -111,7 +117,18 @@ async function restore(args: RestoreArgs, ctx: Context): Promise<number> {
   const buffer = parseSize(args.buffer, '--buffer');
   if (buffer < 64 * 1024) throw new DrError('DR_USAGE', '--buffer must be at least 64K');
 
-  const store = await JournalStore.open(args.dir, { log: ctx.log });
+  if (!isArchiveUrl(args.dir) && (args.endpoint !== undefined || args.region !== undefined)) {
+    throw new DrError('DR_USAGE', '--endpoint and --region are only for an s3:// location');
+  }
+  const store = isArchiveUrl(args.dir)
+    // a store archived by `dr-journal archive`: rebuilt in a temp directory from the bucket alone,
+    // fetching only the segments the point needs (all of them for --list and several points);
+    // loaded only then: the S3 SDK is large
+    ? await (await import('../archive/restore.js')).openArchivedStore(args.dir, {
+      log: ctx.log, signal: ctx.signal, point: at.length === 1 ? at[0] : undefined,
+      s3: { endpoint: args.endpoint, region: args.region },
+    })
+    : await JournalStore.open(args.dir, { log: ctx.log });
   try {
     if (args.list) return list(store, args, ctx);
     const points = at.map((p) => resolveRestorePoint(store, p, Boolean(args.consistent)));
