@@ -7,7 +7,8 @@
 //   2. restore: rebuild the store from the bucket alone (openArchivedStore: every object
 //      downloaded and SHA-256 checked) and write the volume at the latest point to an image file,
 //      vs the SDK's GetObject of the same objects streamed to files and fsynced (no checking, no image)
-// Prints one NDJSON line per figure. Peers and drkit talk to the same endpoint in the same run.
+// Best of BENCH_ROUNDS (default 2), drkit and peer alternating. Prints one NDJSON line per figure.
+// Peers and drkit talk to the same endpoint in the same run.
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, fsyncSync, createReadStream, createWriteStream, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeSync } from 'node:fs';
 import { randomBytes, randomFillSync } from 'node:crypto';
@@ -26,6 +27,7 @@ const root = new URL('../../', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'drkit-bench-archive-'));
 const PART = 16 * MiB;
 const QUEUE = 4;
+const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
 
 function must(cmd, args, opts = {}) {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * MiB, ...opts });
@@ -106,15 +108,20 @@ try {
   const bytes = files.reduce((n, f) => n + statSync(join(segDir, f)).size, 0);
   for (const f of files) await pipeline(createReadStream(join(segDir, f)), createWriteStream('/dev/null')); // page cache
 
-  // 1. archive vs lib-storage Upload (the peer first: the fresh OSD's first writes are the slowest)
-  const t0 = process.hrtime.bigint();
-  for (const f of files) {
-    const up = new Upload({ client: s3, params: { Bucket: bucket, Key: `sdk/${f}`, Body: createReadStream(join(segDir, f)) }, partSize: PART, queueSize: QUEUE });
-    await up.done();
+  // 1. archive vs lib-storage Upload, alternating, best of BENCH_ROUNDS (the machine may be shared)
+  let peerUp = Infinity;
+  let a = { s: Infinity, peak: 0 };
+  for (let round = 0; round < rounds; round++) {
+    const t0 = process.hrtime.bigint();
+    for (const f of files) {
+      const up = new Upload({ client: s3, params: { Bucket: bucket, Key: `sdk${round}/${f}`, Body: createReadStream(join(segDir, f)) }, partSize: PART, queueSize: QUEUE });
+      await up.done();
+    }
+    peerUp = Math.min(peerUp, Number(process.hrtime.bigint() - t0) / 1e9);
+    const [cmd, argv] = archiveArgv(['archive', storeDir, '--to', `s3://${bucket}/drkit${round}`, '--part-size', '16M', '--concurrency', String(QUEUE)]);
+    const x = timed(cmd, argv, c.env);
+    if (x.s < a.s) a = x;
   }
-  const peerUp = Number(process.hrtime.bigint() - t0) / 1e9;
-  const [cmd, argv] = archiveArgv(['archive', storeDir, '--to', `s3://${bucket}/drkit`, '--part-size', '16M', '--concurrency', String(QUEUE)]);
-  const a = timed(cmd, argv, c.env);
   console.log(JSON.stringify({
     area: 'archive', name: 'archive-upload', drkit_s: +a.s.toFixed(3), peer: 'aws-sdk lib-storage Upload', peer_s: +peerUp.toFixed(3),
     ratio: +(peerUp / a.s).toFixed(3), higher_is_better: true, drkit_peak_mib: a.peak, bytes,
@@ -147,23 +154,29 @@ try {
   `;
   const { writeFileSync } = await import('node:fs');
   writeFileSync(restoreScript, script);
-  const dl = timed(process.execPath, [restoreScript, `s3://${bucket}/drkit`, out, work], c.env);
-  rmSync(out, { force: true });
-  const t1 = process.hrtime.bigint();
-  let i = 0;
-  const worker = async () => {
-    while (i < files.length) {
-      const f = files[i++];
-      const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `sdk/${f}` }));
-      const file = join(work, f);
-      await pipeline(r.Body, createWriteStream(file));
-      const fd = openSync(file, 'r+'); // durable, as the restored image is
-      fsyncSync(fd);
-      closeSync(fd);
-    }
-  };
-  await Promise.all(Array.from({ length: 4 }, worker));
-  const peerDown = Number(process.hrtime.bigint() - t1) / 1e9;
+  let dl = { s: Infinity, peak: 0 };
+  let peerDown = Infinity;
+  for (let round = 0; round < rounds; round++) {
+    const x = timed(process.execPath, [restoreScript, `s3://${bucket}/drkit${round}`, out, work], c.env);
+    if (x.s < dl.s) dl = x;
+    rmSync(out, { force: true });
+    const t1 = process.hrtime.bigint();
+    let i = 0;
+    const worker = async () => {
+      while (i < files.length) {
+        const f = files[i++];
+        const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `sdk${round}/${f}` }));
+        const file = join(work, f);
+        await pipeline(r.Body, createWriteStream(file));
+        const fd = openSync(file, 'r+'); // durable, as the restored image is
+        fsyncSync(fd);
+        closeSync(fd);
+      }
+    };
+    await Promise.all(Array.from({ length: 4 }, worker));
+    peerDown = Math.min(peerDown, Number(process.hrtime.bigint() - t1) / 1e9);
+    for (const f of files) rmSync(join(work, f), { force: true });
+  }
   console.log(JSON.stringify({
     area: 'archive', name: 'restore-from-bucket', drkit_s: +dl.s.toFixed(3), peer: 'aws-sdk GetObject (4 in flight) + fsync', peer_s: +peerDown.toFixed(3),
     ratio: +(peerDown / dl.s).toFixed(3), higher_is_better: true, drkit_peak_mib: dl.peak, bytes,
