@@ -103,6 +103,7 @@ async function run(args: ApplyArgs, ctx: Context): Promise<number> {
   let input: StreamInput | null = null;
   if (!args.journal) {
     if (args.stream === undefined || args.stream === '-') {
+      if (process.stdin.isTTY) throw new DrError('DR_USAGE', 'standard input is a terminal: give a stream file, pipe one in, or use --journal DIR');
       input = { fd: 0, name: 'standard input', fallback: () => process.stdin };
     } else {
       const path = args.stream;

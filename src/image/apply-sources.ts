@@ -15,6 +15,8 @@ import { Applier } from './apply.js';
 import { JournalStore } from '../store/index.js';
 
 const READ_SIZE = 4 * 1024 * 1024;
+/** write data the executor may have queued before the reader waits for it */
+const MAX_QUEUED = 2 * READ_SIZE;
 const IDLE_CHECKPOINT_MS = 1000;
 const TICK_MS = 500;
 
@@ -52,13 +54,11 @@ class Ticker {
 
   private onTimer(): void {
     const a = this.applier;
-    if (this.error === null && a.begun && a.appliedSeq !== a.durableSeq && Date.now() - this.lastActivity >= IDLE_CHECKPOINT_MS) {
-      try {
-        a.checkpoint();
-      } catch (err) {
+    if (this.error === null && a.begun && !a.busy && a.appliedSeq !== a.durableSeq && Date.now() - this.lastActivity >= IDLE_CHECKPOINT_MS) {
+      a.checkpoint().catch((err: unknown) => {
         this.error = err;
         this.onFail?.();
-      }
+      });
     }
     this.tick?.(this.inputBytes);
   }
@@ -202,7 +202,7 @@ export async function applyFromStream(applier: Applier, input: StreamInput, opts
   try {
     return await drive();
   } catch (err) {
-    applier.checkpointAfterError();
+    await applier.checkpointAfterError();
     throw annotate(err, applier, input.name);
   } finally {
     opts.signal.removeEventListener('abort', onAbort);
@@ -215,7 +215,7 @@ export async function applyFromStream(applier: Applier, input: StreamInput, opts
       const next = await waker.wait(chunks.next());
       ticker.throwIfFailed();
       if (next === 'stopped' || opts.signal.aborted) {
-        applier.checkpoint();
+        await applier.checkpoint();
         return { stop: 'interrupted', inputBytes: parser.offset };
       }
       if (next.done) break;
@@ -234,20 +234,23 @@ export async function applyFromStream(applier: Applier, input: StreamInput, opts
           begin();
           if (it.type === 'end') continue;
           if (!applier.apply(it)) {
-            applier.checkpoint();
+            await applier.checkpoint();
             return { stop: 'until', inputBytes: parser.offset };
           }
         }
       }
+      // Written runs free their read buffers; decode the next chunk while these are written.
       applier.flushRun();
-      pool.release(parser.offset);
-      ticker.inputBytes = parser.offset;
+      const decoded = parser.offset;
+      applier.afterQueued(() => pool.release(decoded));
+      ticker.inputBytes = decoded;
       ticker.lastActivity = Date.now();
       if (inputError !== null) throw inputError;
+      await applier.waitBelow(MAX_QUEUED);
     }
     begin();
     parser.finish();
-    applier.checkpoint();
+    await applier.checkpoint();
     if (applier.begun && !applier.reachedUntil) checkUntilSeen(applier);
     return { stop: 'end', inputBytes: parser.offset };
   }
@@ -331,18 +334,19 @@ export async function applyFromJournal(
         if (opts.signal.aborted) break;
         if (!applier.apply(rec)) break;
         ticker.lastActivity = Date.now();
+        if (applier.queuedBytes > MAX_QUEUED) await applier.waitBelow(MAX_QUEUED);
         if (store.lastTime > applier.newestTime) applier.newestTime = store.lastTime;
       }
     }
     ticker.throwIfFailed();
-    applier.checkpoint();
+    await applier.checkpoint();
     if (opts.signal.aborted) return { stop: 'interrupted', inputBytes: 0 };
     if (untilSeq !== undefined && applier.appliedSeq < untilSeq) {
       throw new DrError('DR_TRUNCATED', `journal store ${store.dir} ended at seq ${applier.appliedSeq} before seq ${untilSeq}; ${applier.describe()}`, { lastGoodSeq: applier.appliedSeq });
     }
     return { stop: applier.reachedUntil || untilSeq !== undefined ? 'until' : 'end', inputBytes: 0 };
   } catch (err) {
-    applier.checkpointAfterError();
+    await applier.checkpointAfterError();
     throw err;
   } finally {
     opts.signal.removeEventListener('abort', onAbort);

@@ -17,6 +17,12 @@
  *    it can have been written by an earlier run: the hash check sees exactly the
  *    bytes the journal's writer saw.
  *
+ * Execution: apply() does the bookkeeping (order, ranges, --until) synchronously
+ * and queues operations (write a run, zero a range, verify a signature,
+ * checkpoint); one executor performs them strictly in queue order, writes through
+ * Node's thread pool, so the caller decodes (and checksums) the next input while
+ * the previous one is written. The queue is bounded by the driver (waitBelow).
+ *
  * Writes: consecutive WRITE records that continue each other on the same volume
  * are gathered (up to 1 MiB / 1024 pieces) into one pwritev: fewer system calls,
  * while pieces stay small enough for the kernel's page-cache copy to be cheap
@@ -30,7 +36,7 @@
  * block device, or --zero=write) zeroes are written. Smaller ranges are always
  * written as zeroes: a process per record would cost more than the bytes.
  */
-import { closeSync, fdatasyncSync, ftruncateSync, fsyncSync, linkSync, openSync, readSync, statSync, unlinkSync, writeSync, writevSync, constants as C } from 'node:fs';
+import { closeSync, fdatasync, ftruncateSync, fsyncSync, linkSync, openSync, readSync, statSync, unlinkSync, writeSync, writev, writevSync, constants as C } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { dirname, resolve, basename, join } from 'node:path';
@@ -129,6 +135,21 @@ interface Run {
   pieces: Buffer[];
 }
 
+/** Work for the executor, in stream order. */
+type Op =
+  | { kind: 'write'; run: Run }
+  | { kind: 'zero'; target: Target; offset: number; length: number }
+  | { kind: 'verify'; target: Target; offset: number; length: number; seq: number; digest: Buffer; prevSeq: number; prevTime: number }
+  | { kind: 'checkpoint'; seq: number; time: number }
+  | { kind: 'call'; fn: () => void };
+
+function writevAsync(fd: number, pieces: Buffer[], position: number): Promise<number> {
+  return new Promise((res, rej) => writev(fd, pieces, position, (err, n) => (err ? rej(err) : res(n))));
+}
+function fdatasyncAsync(fd: number): Promise<void> {
+  return new Promise((res, rej) => fdatasync(fd, (err) => (err ? rej(err) : res())));
+}
+
 /** Counters for progress and status lines. */
 export interface ApplyCounters {
   /** records applied by this run */
@@ -149,7 +170,7 @@ export interface ApplyCounters {
 export class Applier {
   readonly counters: ApplyCounters = { records: 0, skipped: 0, bytes: 0, signaturesChecked: 0, mismatches: 0, checkpoints: 0 };
   statePath = '';
-  /** last seq applied (written, maybe not yet durable) */
+  /** last seq applied (queued or written, maybe not yet durable) */
   appliedSeq = 0;
   appliedTime = 0;
   /** last seq recorded in the state file */
@@ -165,17 +186,93 @@ export class Applier {
   private lock: StateLock | null = null;
   private run: Run | null = null;
   private zeroes: Buffer | null = null;
+  private queue: Op[] = [];
+  /** bytes of WRITE data queued and not yet written */
+  queuedBytes = 0;
+  private executing: Promise<void> | null = null;
+  private failure: unknown = null;
+  private progressWaiters: Array<() => void> = [];
   private started = false;
   private groupHex = '';
 
   constructor(private readonly opts: ApplierOptions) {}
 
   /** Checkpoint after an error, unless the error was the targets' own (then nothing more is recorded). */
-  checkpointAfterError(): void {
+  async checkpointAfterError(): Promise<void> {
     try {
-      this.checkpoint();
+      await this.checkpoint();
     } catch {
       /* the first error says more */
+    }
+  }
+
+  /** Operations queued or running. */
+  get busy(): boolean {
+    return this.executing !== null || this.queue.length > 0;
+  }
+
+  private enqueue(op: Op): void {
+    if (this.failure !== null) return;
+    this.queue.push(op);
+    if (this.executing === null) {
+      this.executing = this.execute().finally(() => {
+        this.executing = null;
+        this.notify();
+      });
+    }
+  }
+
+  private notify(): void {
+    const w = this.progressWaiters;
+    this.progressWaiters = [];
+    for (const f of w) f();
+  }
+
+  private async execute(): Promise<void> {
+    while (this.queue.length > 0 && this.failure === null) {
+      const op = this.queue.shift()!;
+      try {
+        await this.perform(op);
+      } catch (err) {
+        this.failure = err;
+        this.queue.length = 0;
+        this.queuedBytes = 0;
+      }
+      this.notify();
+    }
+  }
+
+  /** Wait until at most `bytes` of write data are queued (all done if 0); throws the executor's failure. */
+  async waitBelow(bytes: number): Promise<void> {
+    while (this.executing !== null && (bytes === 0 || this.queuedBytes > bytes)) {
+      await new Promise<void>((res) => this.progressWaiters.push(res));
+    }
+    if (this.failure !== null) throw this.failure;
+  }
+
+  /** Run `fn` once everything queued before it is done (e.g. give read buffers back). */
+  afterQueued(fn: () => void): void {
+    if (this.busy) this.enqueue({ kind: 'call', fn });
+    else fn();
+  }
+
+  private async perform(op: Op): Promise<void> {
+    switch (op.kind) {
+      case 'write':
+        await this.writeRun(op.run);
+        return;
+      case 'zero':
+        this.zeroRange(op.target, op.offset, op.length);
+        return;
+      case 'verify':
+        await this.verify(op);
+        return;
+      case 'checkpoint':
+        await this.makeDurable(op.seq, op.time);
+        return;
+      case 'call':
+        op.fn();
+        return;
     }
   }
 
@@ -272,7 +369,7 @@ export class Applier {
       this.appliedTime = state?.appliedTime ?? 0;
       this.started = true;
       const known = new Set(state?.volumes.map((s) => s.name));
-      if (!state || volumes.some((v) => !known.has(v.name))) this.recordState();
+      if (!state || volumes.some((v) => !known.has(v.name))) this.recordState(applied, this.appliedTime);
       if (state) log.debug(`replica at seq ${applied} (${this.statePath})`);
       else log.debug(`new replica state ${this.statePath}, starting after seq ${applied}`);
     } catch (err) {
@@ -346,14 +443,14 @@ export class Applier {
       case 'zero': {
         const t = this.target(rec.volume, rec.offset, rec.length, rec.seq, 'zero range');
         this.flushRun();
-        this.zeroRange(t, rec.offset, rec.length);
+        this.enqueue({ kind: 'zero', target: t, offset: rec.offset, length: rec.length });
         this.counters.bytes += rec.length;
         break;
       }
       case 'signature': {
         const t = this.target(rec.volume, rec.offset, rec.length, rec.seq, 'signature range');
         this.flushRun();
-        this.verify(t, rec.offset, rec.length, rec.seq, rec.digest);
+        this.enqueue({ kind: 'verify', target: t, offset: rec.offset, length: rec.length, seq: rec.seq, digest: rec.digest, prevSeq: this.appliedSeq, prevTime: this.appliedTime });
         checkpoint = true;
         break;
       }
@@ -368,7 +465,10 @@ export class Applier {
     this.appliedSeq = rec.seq;
     this.appliedTime = rec.time;
     this.counters.records++;
-    if (checkpoint) this.checkpoint();
+    if (checkpoint) {
+      this.flushRun();
+      this.enqueue({ kind: 'checkpoint', seq: rec.seq, time: rec.time });
+    }
     if (until.kind === 'mark' && rec.type === 'mark' && rec.name === until.name) return this.stopAtUntil();
     if (until.kind === 'seq' && rec.seq === until.seq) return this.stopAtUntil();
     return true;
@@ -401,21 +501,27 @@ export class Applier {
     if (!run) run = this.run = { target: t, start: offset, end: offset, pieces: [] };
     run.pieces.push(data);
     run.end += data.length;
+    this.queuedBytes += data.length;
     if (run.end - run.start >= MAX_RUN_BYTES) this.flushRun();
   }
 
-  /** Write the gathered run of writes (one pwritev, more only after a short write). */
+  /** Queue the gathered run of writes. */
   flushRun(): void {
     const run = this.run;
     if (!run) return;
     this.run = null;
+    this.enqueue({ kind: 'write', run });
+  }
+
+  /** Write a run (one pwritev, more only after a short write). */
+  private async writeRun(run: Run): Promise<void> {
     const t = run.target;
     t.dirty = true;
     let pos = run.start;
     let pieces = run.pieces;
     try {
       while (pieces.length > 0) {
-        let n = pieces.length === 1 ? writeSync(t.fd, pieces[0]!, 0, pieces[0]!.length, pos) : writevSync(t.fd, pieces, pos);
+        let n = await writevAsync(t.fd, pieces, pos);
         pos += n;
         // drop what was written; keep the rest of a partly written piece
         let i = 0;
@@ -426,6 +532,8 @@ export class Applier {
     } catch (err) {
       this.broken = true;
       throw fromSystemError(err, `writing ${t.path} at byte ${pos}`);
+    } finally {
+      this.queuedBytes -= run.end - run.start;
     }
   }
 
@@ -459,7 +567,8 @@ export class Applier {
     }
   }
 
-  private verify(t: Target, offset: number, length: number, seq: number, digest: Buffer): void {
+  private async verify(op: Extract<Op, { kind: 'verify' }>): Promise<void> {
+    const { target: t, offset, length, seq, digest } = op;
     const hash = createHash('sha256');
     const buf = Buffer.allocUnsafe(Math.min(length, 4 * 1024 * 1024));
     let pos = offset;
@@ -488,31 +597,44 @@ export class Applier {
       return;
     }
     // Everything before the signature stays applied and recorded.
-    this.checkpoint();
-    throw new DrError('DR_MISMATCH', what, { lastGoodSeq: this.appliedSeq, mismatch: m });
+    await this.makeDurable(op.prevSeq, op.prevTime);
+    this.appliedSeq = op.prevSeq;
+    this.appliedTime = op.prevTime;
+    throw new DrError('DR_MISMATCH', what, { lastGoodSeq: op.prevSeq, mismatch: m });
   }
 
-  /** Make every write durable (fdatasync), then record appliedSeq in the state file. */
-  checkpoint(): void {
+  /**
+   * Make everything applied so far durable and recorded: queue the gathered writes
+   * and a checkpoint, and wait for them.
+   */
+  async checkpoint(): Promise<void> {
     if (!this.started || this.broken) return;
-    this.flushRun();
+    if (this.failure === null) {
+      this.flushRun();
+      this.enqueue({ kind: 'checkpoint', seq: this.appliedSeq, time: this.appliedTime });
+    }
+    await this.waitBelow(0);
+  }
+
+  /** fdatasync every target written since the last time, then record `seq` in the state file. */
+  private async makeDurable(seq: number, time: number): Promise<void> {
     for (const t of this.targets) {
       if (!t.dirty) continue;
       try {
-        fdatasyncSync(t.fd);
+        await fdatasyncAsync(t.fd);
       } catch (err) {
         this.broken = true;
         throw fromSystemError(err, `fdatasync of ${t.path}`);
       }
       t.dirty = false;
     }
-    if (this.appliedSeq !== this.durableSeq) {
-      this.recordState();
+    if (seq !== this.durableSeq) {
+      this.recordState(seq, time);
       this.counters.checkpoints++;
     }
   }
 
-  private recordState(): void {
+  private recordState(seq: number, time: number): void {
     const prev = this.state;
     const volumes = [...(prev?.volumes ?? [])];
     for (const t of this.targets) {
@@ -521,12 +643,12 @@ export class Applier {
     }
     const group = prev?.group ?? this.groupHex;
     const next: ApplyState = {
-      format: STATE_FORMAT, version: STATE_VERSION, group, appliedSeq: this.appliedSeq, appliedTime: this.appliedTime,
+      format: STATE_FORMAT, version: STATE_VERSION, group, appliedSeq: seq, appliedTime: time,
       volumes, updated: new Date().toISOString(),
     };
     writeState(this.statePath, next);
     this.state = next;
-    this.durableSeq = this.appliedSeq;
+    this.durableSeq = seq;
   }
 
   /** Release the targets and the lock (after checkpoint() when the run went well). */

@@ -12,8 +12,8 @@ import { collect, firstDifference, readState, runApply, tempDir, DR_APPLY } from
 
 const DR_JOURNAL = fileURLToPath(new URL('../../bin/dr-journal', import.meta.url));
 
-async function append(dir: string, stream: Buffer): Promise<void> {
-  const child = spawn(process.execPath, [DR_JOURNAL, 'append', dir], { stdio: ['pipe', 'pipe', 'pipe'] });
+async function append(dir: string, stream: Buffer, extra: string[] = []): Promise<void> {
+  const child = spawn(process.execPath, [DR_JOURNAL, 'append', dir, ...extra], { stdio: ['pipe', 'pipe', 'pipe'] });
   const done = collect(child);
   child.stdin!.end(stream);
   const r = await done;
@@ -72,4 +72,23 @@ t.test('--follow applies records appended later; SIGTERM stops it with exit 0', 
   const r = await done;
   t.equal(r.code, 0, `SIGTERM ends a follow with exit 0 ${r.stderr}`);
   same(t, dir, w.final, 'at the end');
+});
+
+t.test('a replica behind a pruned window, or new from a pruned store, is refused', async (t) => {
+  const dir = tempDir(t);
+  const store = join(dir, 'J');
+  await append(store, w.stream, ['--segment-size', '1M']);
+  const r1 = await runApply(['--journal', store, ...targets(dir), '--until', 'seq:20'], null, dir);
+  t.equal(r1.code, 0, `exit 0 ${r1.stderr}`);
+  const prune = collect(spawn(process.execPath, [DR_JOURNAL, 'prune', store, '--keep-size', '3M'], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const p = await prune;
+  t.equal(p.code, 0, `dr-journal prune: ${p.stderr}`);
+  const behind = await runApply(['--journal', store, ...targets(dir)], null, dir);
+  t.equal(behind.code, 2);
+  t.match(behind.stderr, /replica has applied up to seq 20: records 21\.\.\d+ are missing \(journal store .* holds seq \d+\.\.\d+: older records were folded into its base images\) \(DR_OUTSIDE_WINDOW\)/);
+  const dir2 = tempDir(t);
+  const fresh = await runApply(['--journal', store, ...targets(dir2)], null, dir2);
+  t.equal(fresh.code, 2);
+  t.match(fresh.stderr, /a new replica needs its volumes as of seq \d+.*seed it first.*\(DR_OUTSIDE_WINDOW\)/);
+  t.equal(readState(join(dir, 'db.img.drstate')).appliedSeq, 20, 'the replica is left alone');
 });

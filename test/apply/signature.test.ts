@@ -3,7 +3,7 @@
 // recorded), or with --on-mismatch=warn is reported and the apply goes on.
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { StreamWriter } from '../../src/format/codec.js';
 import { makeWorkload } from '../helpers/workload.js';
@@ -41,6 +41,7 @@ function badSignatureStream(): Buffer {
 t.test('a mismatch stops with exit 1 naming volume, range and seq', async (t) => {
   const dir = tempDir(t);
   const img = join(dir, 'vol.img');
+  writeFileSync(img, Buffer.alloc(1 << 20)); // a seeded replica: the stream starts at seq 100
   const r = await runApply(['--target', img], badSignatureStream(), dir);
   t.equal(r.code, 1, 'exit 1');
   t.match(r.stderr, /^dr-apply: error: signature mismatch at seq 103: volume vol bytes 0\.\.65536 \(65536 bytes\) hash to sha256 [0-9a-f]{16}\.\.\., the journal says [0-9a-f]{16}\.\.\.; replica at seq 102 .*\(DR_MISMATCH\)\n$/m);
@@ -55,6 +56,7 @@ t.test('a mismatch stops with exit 1 naming volume, range and seq', async (t) =>
 t.test('--on-mismatch=warn reports it and applies the rest', async (t) => {
   const dir = tempDir(t);
   const img = join(dir, 'vol.img');
+  writeFileSync(img, Buffer.alloc(1 << 20));
   const r = await runApply(['--target', img, '--on-mismatch=warn', '--json'], badSignatureStream(), dir);
   t.equal(r.code, 1, 'exit 1: a difference was found');
   t.match(r.stderr, /warning: signature mismatch at seq 103: volume vol bytes 0\.\.65536/);
