@@ -188,7 +188,30 @@ async function append(args: DirArgs & { file: string; segmentSize?: string }, ct
   let skipped = 0;
   let firstAppended: number | null = null;
   let failure: unknown = null;
+  // Group commit: every FLUSH/MARK is followed by an fdatasync that starts after it was
+  // written; while one runs, the input keeps flowing and the next sync covers all that came.
   let syncing: Promise<void> | null = null;
+  let again = false;
+  let syncError: unknown = null;
+  const requestSync = (): void => {
+    if (syncing) {
+      again = true;
+      return;
+    }
+    syncing = app.sync().then(
+      () => {
+        syncing = null;
+        if (again) {
+          again = false;
+          requestSync();
+        }
+      },
+      (err: unknown) => {
+        syncing = null;
+        syncError = err;
+      },
+    );
+  };
   try {
     const handle = async (items: StreamItem[]): Promise<void> => {
       let needSync = false;
@@ -207,12 +230,8 @@ async function append(args: DirArgs & { file: string; segmentSize?: string }, ct
           } else skipped++;
         }
       }
-      if (needSync) {
-        // durable at every FLUSH/MARK: one fdatasync in flight while the next input is parsed
-        if (syncing) await syncing;
-        syncing = app.sync();
-        syncing.catch(() => undefined);
-      }
+      if (needSync) requestSync();
+      if (syncError) throw syncError;
     };
     for await (const chunk of input.stream as AsyncIterable<Buffer>) {
       const items: StreamItem[] = [];
@@ -231,10 +250,12 @@ async function append(args: DirArgs & { file: string; segmentSize?: string }, ct
       begun = true;
     }
     parser.finish();
-    if (syncing) await syncing;
+    while (syncing) await syncing;
+    if (syncError) throw syncError;
   } catch (err) {
     failure = err;
   }
+  while (syncing) await syncing;
   if (ctx.signal.aborted) failure = new DrError('DR_INTERRUPTED', `interrupted: stored up to seq ${app.nextSeq - 1}`);
   try {
     await app.close();

@@ -18,7 +18,7 @@ import { nowMicros } from '../format/codec.js';
 import { preadSync, writeFileDurable, fsyncDir } from './files.js';
 import { LockFile } from './lock.js';
 import { RecordWalker, segmentPaths, segmentPrologue, writeIndex, type SegmentBuilder } from './segment.js';
-import { APPEND_LOCK, durablePath, encodeDurable, volumeToMeta, writeMeta } from './state.js';
+import { APPEND_LOCK, durablePath, encodeDurable, readWindow, volumeToMeta, writeMeta } from './state.js';
 import type { JournalStore, SegmentEntry } from './store.js';
 
 const fdatasync = promisify(fs.fdatasync);
@@ -354,7 +354,15 @@ export class StoreAppender implements Appender {
     const store = this.store;
     if (rec.seq < store.firstSeq) return false; // folded into the base: nothing left to compare with
     const hb = (encoded ?? encodeRecord(rec))[0]!;
-    const stored = this.storedHeader(rec.seq);
+    let stored: Buffer;
+    try {
+      stored = this.storedHeader(rec.seq);
+    } catch (err) {
+      // a prune in another process may have folded it meanwhile: then there is nothing to compare with
+      const w = readWindow(store.dir);
+      if (w && rec.seq < w.firstSeq) return false;
+      throw err;
+    }
     if (stored.equals(hb)) return false;
     const crc = (b: Buffer): string => b.readUInt32LE(28).toString(16).padStart(8, '0');
     const what = stored.readUInt16LE(0) !== hb.readUInt16LE(0) ? 'its type differs'

@@ -12,7 +12,7 @@ import { DrError } from '../errors.js';
 import type { VolumeRecord } from '../format/layout.js';
 import { ioError, preadSync } from './files.js';
 import { Lease } from './lock.js';
-import { EXTENT_FIELDS, readIndexExtents, readIndexSummary, scanSegment } from './segment.js';
+import { EXTENT_FIELDS, overlappingExtents, readIndexExtents, readIndexSummary, scanSegment, type IndexFile } from './segment.js';
 import { baseFiles, readBaseMap, regionSet, REGION } from './base.js';
 import type { JournalStore, SegmentEntry } from './store.js';
 
@@ -113,7 +113,7 @@ class BlockMap {
   }
 }
 
-interface Slot { data: string; fd: number }
+interface Slot { data: string; fd: number; segment: SegmentEntry; idx?: IndexFile | null; idxFd?: number; extents?: Float64Array }
 
 class PitReader implements PointInTimeReader {
   readonly volumes: VolumeRecord[];
@@ -123,6 +123,9 @@ class PitReader implements PointInTimeReader {
   private readonly baseMaps: Array<Uint8Array | null> = [];
   private lease: Lease = Lease.none();
   private released = false;
+  /** the whole block map is resolved (built in the background after open) */
+  private ready = false;
+  building: Promise<void> = Promise.resolve();
 
   constructor(private readonly store: JournalStore, readonly seq: number, readonly time: number) {
     this.volumes = store.volumes.map((v) => ({ ...v }));
@@ -133,7 +136,7 @@ class PitReader implements PointInTimeReader {
     const store = this.store;
     const gen = store.window?.baseGen ?? 0;
     const segs: SegmentEntry[] = store.segments.filter((s) => s.firstSeq <= this.seq && s.summary.lastSeq >= store.firstSeq && s.summary.records > 0);
-    const files: string[] = segs.map((s) => path.relative(store.dir, s.data));
+    const files: string[] = segs.flatMap((s) => [path.relative(store.dir, s.data), path.relative(store.dir, s.index)]);
     if (gen > 0) for (const v of this.volumes) files.push(path.relative(store.dir, baseFiles(store.dir, v.index, gen).img));
     if (!store.readOnly) {
       try {
@@ -159,41 +162,99 @@ class PitReader implements PointInTimeReader {
         this.baseMaps.push(new Uint8Array(0));
       }
     }
-    const slotOf: number[] = [];
     for (const s of segs) {
+      let fd: number;
       try {
-        this.slots.push({ data: s.data, fd: fs.openSync(s.data, 'r') });
+        fd = fs.openSync(s.data, 'r');
       } catch (err) {
         throw ioError(err, `cannot open segment ${s.data}`);
       }
-      slotOf.push(this.slots.length - 1);
-    }
-    // newest first: the first extent seen for a block is the one that counts
-    for (let i = segs.length - 1; i >= 0; i--) {
-      if (this.maps.every((m) => m.complete)) break;
-      const s = segs[i]!;
-      const ext = this.extentsOf(s);
-      const slot = slotOf[i]!;
-      for (let e = ext.length - EXTENT_FIELDS; e >= 0; e -= EXTENT_FIELDS) {
-        const seq = ext[e]!;
-        if (seq > this.seq) continue;
-        const map = this.maps[ext[e + 1]!];
-        if (!map) throw new DrError('DR_STORE_CORRUPT', `segment ${s.data} writes to volume ${ext[e + 1]} which the store does not have`);
-        map.apply(slot, ext[e + 2]!, ext[e + 3]!, ext[e + 4]!);
+      const slot: Slot = { data: s.data, fd, segment: s };
+      if (s.summary.sealed) {
+        try {
+          slot.idxFd = fs.openSync(s.index, 'r');
+        } catch {
+          /* rebuilt from the segment when needed */
+        }
       }
+      this.slots.push(slot);
     }
+    this.building = this.build();
+    this.building.catch(() => undefined);
   }
 
-  private extentsOf(s: SegmentEntry): Float64Array {
-    const store = this.store;
-    if (store.openBuilder && store.openBuilder.summary === s.summary) return store.openBuilder.extents.view();
-    if (s.summary.sealed) {
-      const idx = readIndexSummary(s.index);
-      if (idx) return readIndexExtents(s.index, idx);
+  /** Newest first: the first extent seen for a block is the one that counts. Yields between segments. */
+  private async build(): Promise<void> {
+    for (let i = this.slots.length - 1; i >= 0; i--) {
+      if (this.released) return;
+      if (this.maps.every((m) => m.complete)) break;
+      const slot = this.slots[i]!;
+      const ext = this.extentsOf(slot);
+      for (let e = ext.length - EXTENT_FIELDS; e >= 0; e -= EXTENT_FIELDS) {
+        if (ext[e]! > this.seq) continue;
+        const map = this.maps[ext[e + 1]!];
+        if (!map) throw new DrError('DR_STORE_CORRUPT', `segment ${slot.data} writes to volume ${ext[e + 1]} which the store does not have`);
+        map.apply(i, ext[e + 2]!, ext[e + 3]!, ext[e + 4]!);
+      }
+      slot.extents = undefined;
+      await new Promise((resolve) => setImmediate(resolve));
     }
+    this.ready = true;
+  }
+
+  private indexOf(slot: Slot): IndexFile | null {
+    if (slot.idx === undefined) slot.idx = slot.segment.summary.sealed ? readIndexSummary(slot.segment.index) : null;
+    return slot.idx;
+  }
+
+  private extentsOf(slot: Slot): Float64Array {
+    if (slot.extents) return slot.extents;
+    const store = this.store;
+    const s = slot.segment;
+    if (store.openBuilder && store.openBuilder.summary === s.summary) return store.openBuilder.extents.view();
+    const idx = this.indexOf(slot);
+    if (idx) return readIndexExtents(s.index, idx);
     const scan = scanSegment(s.data, s.firstSeq);
     if (!scan.builder) throw new DrError('DR_STORE_CORRUPT', `segment ${s.data} has no stream header`);
     return scan.builder.extents.view();
+  }
+
+  /** Extents of `volume` overlapping [start, end) in one segment (flat rows). */
+  private overlapping(slot: Slot, volume: number, start: number, end: number): ArrayLike<number> {
+    const idx = this.indexOf(slot);
+    if (idx && idx.summary.sortedExtents && slot.idxFd !== undefined) return overlappingExtents(slot.idxFd, slot.segment.index, idx, volume, start, end);
+    // the open segment (or an old index file): filter the whole table, kept for the next read
+    const ext = (slot.extents ??= this.extentsOf(slot));
+    const out: number[] = [];
+    for (let e = 0; e < ext.length; e += EXTENT_FIELDS) {
+      if (ext[e + 1] === volume && ext[e + 2]! < end && ext[e + 2]! + ext[e + 3]! > start) for (let f = 0; f < EXTENT_FIELDS; f++) out.push(ext[e + f]!);
+    }
+    return out;
+  }
+
+  /** A read before the block map is complete: resolve just this range, newest segment first, through the sorted extent tables. */
+  private readEarly(volume: number, offset: number, length: number): Buffer {
+    const v = this.volumes[volume]!;
+    const bs = v.blockSize;
+    const ws = Math.floor(offset / bs) * bs;
+    const we = Math.min(Math.ceil((offset + length) / bs) * bs, v.size);
+    const local = new BlockMap(v.size, bs);
+    const blocks = Math.ceil((we - ws) / bs);
+    for (let i = this.slots.length - 1; i >= 0 && local.resolved < blocks; i--) {
+      const rows = this.overlapping(this.slots[i]!, volume, ws, we);
+      const order: number[] = [];
+      for (let e = 0; e < rows.length; e += EXTENT_FIELDS) if (rows[e]! <= this.seq) order.push(e);
+      order.sort((a, b) => rows[b]! - rows[a]!);
+      for (const e of order) {
+        const off = rows[e + 2]!;
+        const cs = Math.max(off, ws);
+        const ce = Math.min(off + rows[e + 3]!, we);
+        if (ce <= cs) continue;
+        const pos = rows[e + 4]!;
+        local.apply(i, cs, ce - cs, pos < 0 ? -1 : pos + (cs - off));
+      }
+    }
+    return this.readSync(volume, offset, length, local);
   }
 
   private checkRange(volume: number, offset: number, length: number): BlockMap {
@@ -208,11 +269,17 @@ class PitReader implements PointInTimeReader {
   }
 
   async read(volume: number, offset: number, length: number): Promise<Buffer> {
+    this.checkRange(volume, offset, length);
+    if (!this.ready) {
+      await Promise.race([this.building, new Promise((resolve) => setImmediate(resolve))]);
+      if (!this.ready) return this.readEarly(volume, offset, length);
+    }
     return this.readSync(volume, offset, length);
   }
 
-  readSync(volume: number, offset: number, length: number): Buffer {
-    const map = this.checkRange(volume, offset, length);
+  readSync(volume: number, offset: number, length: number, given?: BlockMap): Buffer {
+    const checked = this.checkRange(volume, offset, length);
+    const map = given ?? checked;
     const out = Buffer.allocUnsafe(length);
     const bs = map.bs;
     const end = offset + length;
@@ -312,6 +379,7 @@ class PitReader implements PointInTimeReader {
 
   async *allocated(volume: number): AsyncIterable<{ offset: number; length: number }> {
     const map = this.checkRange(volume, 0, 0);
+    await this.building;
     const bmap = this.baseFds[volume] === null ? new Uint8Array(0) : (this.baseMaps[volume] ?? null);
     const bs = map.bs;
     let runStart = -1;
@@ -352,7 +420,10 @@ class PitReader implements PointInTimeReader {
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
-    for (const s of this.slots) fs.closeSync(s.fd);
+    for (const s of this.slots) {
+      fs.closeSync(s.fd);
+      if (s.idxFd !== undefined) fs.closeSync(s.idxFd);
+    }
     for (const fd of this.baseFds) if (fd !== null) fs.closeSync(fd);
     this.lease.release();
   }

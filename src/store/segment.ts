@@ -64,6 +64,10 @@ export interface SegmentSummary {
   /** [seq, time, offset]: the first record and then one at least every SPARSE_EVERY bytes */
   sparse: Array<[number, number, number]>;
   extentCount: number;
+  /** index file only: a second extent table sorted by (volume, offset) follows the first */
+  sortedExtents?: boolean;
+  /** index file only: the longest extent, to bound searches in the sorted table */
+  maxExtentLength?: number;
 }
 
 /** Growable array of float64 rows. */
@@ -370,7 +374,22 @@ export function scanSegment(file: string, expectSeq?: number, opts: { trustUpTo?
  *  E+40n  4 CRC-32 of the extent bytes
  */
 export function writeIndex(file: string, summary: SegmentSummary, extents: Float64Array): void {
-  const json = Buffer.from(JSON.stringify(summary));
+  const n = extents.length / EXTENT_FIELDS;
+  let maxExtentLength = 0;
+  const order = new Array<number>(n);
+  for (let i = 0; i < n; i++) {
+    order[i] = i;
+    maxExtentLength = Math.max(maxExtentLength, extents[i * EXTENT_FIELDS + 3]!);
+  }
+  // by volume, then offset, then seq
+  order.sort((a, b) => {
+    const A = a * EXTENT_FIELDS;
+    const B = b * EXTENT_FIELDS;
+    return extents[A + 1]! - extents[B + 1]! || extents[A + 2]! - extents[B + 2]! || extents[A]! - extents[B]!;
+  });
+  const sorted = new Float64Array(extents.length);
+  for (let i = 0; i < n; i++) sorted.set(extents.subarray(order[i]! * EXTENT_FIELDS, order[i]! * EXTENT_FIELDS + EXTENT_FIELDS), i * EXTENT_FIELDS);
+  const json = Buffer.from(JSON.stringify({ ...summary, sortedExtents: true, maxExtentLength }));
   const head = Buffer.alloc(16);
   IDX_MAGIC.copy(head, 0);
   head.writeUInt32LE(json.length, 8);
@@ -379,7 +398,59 @@ export function writeIndex(file: string, summary: SegmentSummary, extents: Float
   const ext = Buffer.from(extents.buffer, extents.byteOffset, extents.byteLength);
   const tail = Buffer.alloc(4);
   tail.writeUInt32LE(crc32(ext), 0);
-  writeFileDurable(file, [head, json, pad, ext, tail]);
+  // the sorted table: after the first table's CRC, padded to 8, then its own CRC
+  const pad2 = Buffer.alloc(4);
+  const sext = Buffer.from(sorted.buffer, sorted.byteOffset, sorted.byteLength);
+  const tail2 = Buffer.alloc(4);
+  tail2.writeUInt32LE(crc32(sext), 0);
+  writeFileDurable(file, [head, json, pad, ext, tail, pad2, sext, tail2]);
+}
+
+/** Where the sorted extent table starts (index files with `sortedExtents`). */
+export function sortedExtentsAt(idx: IndexFile): number {
+  return idx.extentsAt + idx.summary.extentCount * EXTENT_FIELDS * 8 + 8;
+}
+
+/**
+ * Extents of one volume that overlap [start, end), from the sorted table of an index
+ * file, found by binary search with small reads (the table is not loaded).
+ * Rows come back as a flat array of EXTENT_FIELDS numbers each.
+ */
+export function overlappingExtents(fd: number, file: string, idx: IndexFile, volume: number, start: number, end: number): number[] {
+  const n = idx.summary.extentCount;
+  const at = sortedExtentsAt(idx);
+  const row = Buffer.alloc(EXTENT_FIELDS * 8);
+  const readRow = (i: number): Float64Array => {
+    const got = preadSync(fd, row.length, at + i * row.length, row);
+    if (got.length !== row.length) throw new DrError('DR_STORE_CORRUPT', `index ${file} is shorter than its extent count`);
+    return new Float64Array(row.buffer, row.byteOffset, EXTENT_FIELDS);
+  };
+  const from = start - (idx.summary.maxExtentLength ?? Infinity);
+  // first row with (volume, offset) >= (volume, from)
+  let lo = 0;
+  let hi = n;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    const r = readRow(mid);
+    if (r[1]! < volume || (r[1] === volume && r[2]! < from)) lo = mid + 1;
+    else hi = mid;
+  }
+  const out: number[] = [];
+  const batch = 64;
+  const buf = Buffer.alloc(batch * EXTENT_FIELDS * 8);
+  for (let i = lo; i < n; i += batch) {
+    const k = Math.min(batch, n - i);
+    const got = preadSync(fd, k * EXTENT_FIELDS * 8, at + i * EXTENT_FIELDS * 8, buf);
+    const rows = new Float64Array(got.buffer, got.byteOffset, Math.floor(got.length / 8));
+    for (let j = 0; j < k; j++) {
+      const o = j * EXTENT_FIELDS;
+      const v = rows[o + 1]!;
+      const off = rows[o + 2]!;
+      if (v !== volume || off >= end) return out;
+      if (off + rows[o + 3]! > start) for (let f = 0; f < EXTENT_FIELDS; f++) out.push(rows[o + f]!);
+    }
+  }
+  return out;
 }
 
 export interface IndexFile { summary: SegmentSummary; extentsAt: number }
