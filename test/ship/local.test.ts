@@ -141,8 +141,10 @@ t.test('the receiver refuses what it does not understand', async (t) => {
   const corrupt = Buffer.from(good);
   corrupt[good.length - 200] ^= 0xff;
   cases.push(['a corrupt record', Buffer.concat([Buffer.from('drship-send 1 compress=none from=1\n'), corrupt]), 'DR_BAD_CHECKSUM', /checksum mismatch/]);
-  for (const [what, input, code, msg] of cases) {
-    const res = await run(DR_SHIP, ['receive', dst], { input }).done;
+  // each case its own store, all at once; the corrupt stream goes to `dst`
+  const results = await Promise.all(cases.map(([what, input], i) => run(DR_SHIP, ['receive', i === cases.length - 1 ? dst : `${dst}-${i}`], { input }).done.then((res) => ({ what, res }))));
+  for (const [i, [what, , code, msg]] of cases.entries()) {
+    const res = results[i]!.res;
     t.equal(res.code, 2, `${what}: exit 2`);
     const lines = res.stdout.trim().split('\n');
     t.match(lines[0], /^drship-receive 1 seq=\d+ group=\S+ compress=brotli$/, `${what}: greeting first`);
