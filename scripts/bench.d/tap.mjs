@@ -34,10 +34,13 @@ async function waitFor(path, proc) {
 
 function startServer(kind, target, sock, extra = []) {
   const memFile = join(dir, 'mem.txt');
+  const toNull = extra.includes('--stream-to-null');
+  const journal = toNull ? [] : ['--journal', join(dir, 'J')];
   const args = kind === 'drkit'
-    ? ['-f', '%M', '-o', memFile, join(root, 'bin/dr-tap'), 'nbd', '--export', `d=${target}`, '--socket', sock, '--journal', join(dir, 'J'), '-q', ...extra]
+    ? ['-f', '%M', '-o', memFile, join(root, 'bin/dr-tap'), 'nbd', '--export', `d=${target}`, '--socket', sock, ...journal, '-q', ...extra.filter((a) => a !== '--stream-to-null')]
     : ['-f', '%M', '-o', memFile, 'qemu-nbd', '-f', 'raw', '-t', '-e', '16', '-x', 'd', '-k', sock, target];
-  const p = spawn('/usr/bin/time', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const out = toNull ? openSync('/dev/null', 'w') : 'ignore';
+  const p = spawn('/usr/bin/time', args, { stdio: ['ignore', out, 'pipe'] });
   p.stderrText = '';
   p.stderr.on('data', (d) => (p.stderrText += d));
   p.memFile = memFile;
@@ -88,6 +91,9 @@ try {
   const variants = [
     { name: '', extra: [] },
     { name: ', --backing-sync flush', extra: ['--backing-sync', 'flush'] },
+    // diagnostic: the same without journal I/O (stream to /dev/null, backing synced on FLUSH):
+    // what the NBD server and the tap cost apart from writing the journal
+    { name: ' (diagnostic: journal stream to /dev/null instead)', extra: ['--stream-to-null'] },
   ];
   for (const clientKind of ['nbdcopy', 'qemu-img']) {
     for (const v of variants) {
@@ -98,8 +104,9 @@ try {
         best = { drkit: Math.min(best.drkit, d.s), peer: Math.min(best.peer, q.s), peak: Math.max(best.peak, d.peak) };
       }
       const what = clientKind === 'nbdcopy' ? 'nbdcopy --flush' : 'qemu-img convert -n';
+      const into = v.extra.includes('--stream-to-null') ? 'dr-tap nbd' : 'dr-tap nbd --journal';
       console.log(JSON.stringify({
-        area: 'tap', name: `${what} of ${size / MiB} MiB into dr-tap nbd --journal${v.name}`,
+        area: 'tap', name: `${what} of ${size / MiB} MiB into ${into}${v.name}`,
         drkit_s: +best.drkit.toFixed(3), peer: 'qemu-nbd (plain file, no journal)', peer_s: +best.peer.toFixed(3),
         ratio: +(best.peer / best.drkit).toFixed(3), higher_is_better: true, drkit_peak_mib: best.peak, bytes: size,
         note: `best of ${rounds} interleaved runs each`,

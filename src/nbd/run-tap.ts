@@ -171,6 +171,8 @@ export async function runNbdTap(o: TapOptions): Promise<number> {
     if (o.control) await control.listen(o.control);
   } catch (err) {
     await server.close();
+    await control.close();
+    await sink.close().catch(() => undefined);
     tap.closeBacking();
     throw err;
   }

@@ -46,6 +46,8 @@ export interface NbdServerOptions {
 const DEFAULT_MAX_BLOCK = 32 * 1024 * 1024;
 /** replies queued on a socket beyond this: stop executing that client's requests until it drains */
 const REPLY_HIGH_WATER = 16 * 1024 * 1024;
+/** received bytes queued per connection beyond which it is not read from until they are consumed */
+const MAX_QUEUED = 64 * 1024 * 1024;
 
 export class NbdServer {
   private readonly exports: NbdExport[];
@@ -246,6 +248,8 @@ class Connection {
     sock.on('data', (d: Buffer) => {
       this.q.push(d);
       this.pump();
+      // requests keep coming while one waits (a flush, a hold): stop reading past a bound
+      if (this.q.length > MAX_QUEUED && !this.sock.isPaused()) this.sock.pause();
     });
     sock.on('drain', () => this.pump());
     sock.on('error', (err) => this.srv.log?.debug(`client ${this.id}: ${err.message}`));
@@ -273,6 +277,11 @@ class Connection {
 
   /** Consume whatever complete messages are queued. */
   pump(): void {
+    this.consume();
+    if (this.sock.isPaused() && this.q.length <= MAX_QUEUED / 2 && this.state !== 'closed') this.sock.resume();
+  }
+
+  private consume(): void {
     while (!this.busy && this.state !== 'closed') {
       if (this.state === 'client-flags') {
         if (this.q.length < 4) return;
@@ -546,19 +555,33 @@ class Connection {
     this.reply(req, errno);
   }
 
+  private replies: Buffer[] = [];
+
+  /**
+   * Queue a simple reply. Replies queued during one turn of the event loop leave
+   * together (one writev), not one small write each.
+   */
   private reply(req: Request, error: number, data?: Buffer): void {
     if (this.state === 'closed' && this.sock.destroyed) return;
     const h = Buffer.allocUnsafe(16);
     h.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
     h.writeUInt32BE(error, 4);
     req.cookie.copy(h, 8);
-    if (error === 0 && data && data.length > 0) {
-      this.sock.cork();
-      this.sock.write(h);
-      this.sock.write(data);
-      this.sock.uncork();
-    } else {
-      this.sock.write(h);
+    if (this.replies.length === 0) setImmediate(() => this.sendReplies());
+    this.replies.push(h);
+    if (error === 0 && data && data.length > 0) this.replies.push(data);
+  }
+
+  private sendReplies(): void {
+    const out = this.replies;
+    this.replies = [];
+    if (this.sock.destroyed || out.length === 0) return;
+    if (out.length === 1) {
+      this.sock.write(out[0]!);
+      return;
     }
+    this.sock.cork();
+    for (const b of out) this.sock.write(b);
+    this.sock.uncork();
   }
 }
