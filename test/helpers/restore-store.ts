@@ -138,7 +138,7 @@ export function serve(t: Test, args: string[], count: number): Promise<Served> {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`dr-restore --serve did not become ready: ${err}`));
-    }, 20_000);
+    }, 60_000);
     child.stderr!.on('data', (d: Buffer) => {
       err += d.toString();
     });

@@ -109,7 +109,7 @@ t.test('an interrupted restore leaves no file under the name asked for', async (
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   // wait until its temporary file is there, then stop it
   const tmp = path.join(work, `.big.img.dr-restore-${child.pid}.tmp`);
-  for (let i = 0; i < 2000 && !fs.existsSync(tmp) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 5));
+  for (let i = 0; i < 6000 && !fs.existsSync(tmp) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 5));
   t.ok(fs.existsSync(tmp), 'the restore writes under a temporary name');
   child.kill('SIGTERM');
   const code = await exited;
