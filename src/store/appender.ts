@@ -301,7 +301,7 @@ export class StoreAppender implements Appender {
     this.store.lastSeq = seq;
     this.store.lastTime = time;
     try {
-      if (this.durableFd === null) this.durableFd = fs.openSync(durablePath(this.store.dir), 'w');
+      if (this.durableFd === null) this.durableFd = fs.openSync(durablePath(this.store.dir), 'w', 0o644);
       fs.writeSync(this.durableFd, encodeDurable(seq, time), 0, 24, 0);
     } catch {
       /* only a hint for followers in other processes */

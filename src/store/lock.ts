@@ -117,9 +117,9 @@ export class Lease {
   static take(dir: string, body: Omit<LeaseBody, 'pid'>): Lease {
     const leases = path.join(dir, 'leases');
     try {
-      fs.mkdirSync(leases, { recursive: true });
+      fs.mkdirSync(leases, { recursive: true, mode: 0o755 });
       const file = path.join(leases, `${process.pid}-${crypto.randomBytes(6).toString('hex')}.json`);
-      fs.writeFileSync(file, JSON.stringify({ pid: process.pid, ...body }));
+      fs.writeFileSync(file, JSON.stringify({ pid: process.pid, ...body }), { mode: 0o644 });
       return new Lease(file);
     } catch (err) {
       throw ioError(err, `cannot write read lease in ${leases}`);

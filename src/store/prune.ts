@@ -125,7 +125,7 @@ function writeBase(store: JournalStore, v: VolumeRecord, oldGen: number, newGen:
   const dir = store.dir;
   const nf = baseFiles(dir, v.index, newGen);
   const tmp = `${nf.img}.tmp`;
-  fs.mkdirSync(path.join(dir, BASE), { recursive: true });
+  fs.mkdirSync(path.join(dir, BASE), { recursive: true, mode: 0o755 });
   let fd: number | null = null;
   const map = new Uint8Array(Math.ceil(regionCount(v.size) / 8));
   try {

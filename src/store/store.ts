@@ -88,8 +88,8 @@ export class JournalStore {
         throw new DrError('DR_USAGE', `segment size ${segmentSize} must be between ${MIN_SEGMENT_SIZE} and ${MAX_SEGMENT_SIZE} bytes`);
       }
       try {
-        fs.mkdirSync(path.join(this.dir, SEGMENTS), { recursive: true });
-        fs.mkdirSync(path.join(this.dir, 'base'), { recursive: true });
+        fs.mkdirSync(path.join(this.dir, SEGMENTS), { recursive: true, mode: 0o755 });
+        fs.mkdirSync(path.join(this.dir, 'base'), { recursive: true, mode: 0o755 });
       } catch (err) {
         throw ioError(err, `cannot create journal store ${this.dir}`);
       }
