@@ -66,6 +66,8 @@ export class Sender {
   private lastStatus = { at: performance.now(), wire: 0, stream: 0 };
   private rateNow = 0;
   private codec: Codec = 'none';
+  /** the highest seq known to exist in the source (progress total) */
+  private knownSeq = 0;
 
   constructor(private readonly o: SendOptions) {
     this.bucket = new TokenBucket(o.rate);
@@ -134,7 +136,7 @@ export class Sender {
       compress: this.codec, connections: this.connections,
     });
     if (this.progress) {
-      this.progress.setTotal(Math.max(1, this.lag.tracked));
+      this.progress.setTotal(Math.max(1, this.lag.tracked, this.knownSeq));
       this.progress.update(this.lag.acked, { state: this.state, lag: formatDuration(lagMs), rate: `${formatBytes(this.rateNow)}/s` });
     }
   }
@@ -144,6 +146,7 @@ export class Sender {
     this.applySchedule();
     if (!this.o.json && log.verbosity >= 0) {
       this.progress = createProgress({ total: 1, enabled: true, format: 'dr-ship [{bar}] seq {value}/{total} | {state} | lag {lag} | {rate}' });
+      this.progress.update(0, { state: this.state, lag: '0ms', rate: '0 B/s' });
     }
     const timer = setInterval(() => this.tick(), this.o.statusMs);
     const onHup = () => this.reloadSchedule();
@@ -360,6 +363,7 @@ export class Sender {
       };
       try {
         if (read.kind === 'bytes') {
+          this.knownSeq = Math.max(this.knownSeq, read.lastSeq);
           // A store's stream, sent as it is: only each record's seq and time are noted on the way.
           const framer = new RecordFramer();
           const items: FramedItem[] = [];

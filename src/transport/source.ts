@@ -28,6 +28,8 @@ export interface RecordRead {
 export interface BytesRead {
   kind: 'bytes';
   chunks: AsyncIterable<Buffer>;
+  /** the store's last seq when reading started (for the progress bar's total) */
+  lastSeq: number;
   /** stop reading (the connection is gone) */
   close(): Promise<void>;
 }
@@ -117,7 +119,7 @@ export class StoreSource implements ShipSource {
         await close();
       }
     }
-    return { kind: 'bytes', chunks: chunks(), close };
+    return { kind: 'bytes', chunks: chunks(), lastSeq: store.lastSeq, close };
   }
 
   acked(): void {}
