@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import {
   GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListPartsCommand, PutObjectCommand,
 } from '@aws-sdk/client-s3';
@@ -37,7 +37,7 @@ async function volumeBytes(store: JournalStore, seq: number): Promise<Buffer[]> 
   }
 }
 
-function sameImages(t: { equal(a: unknown, b: unknown, m?: string): unknown; ok(v: unknown, m?: string): unknown }, got: Buffer[], want: Buffer[], what: string): void {
+function sameImages(t: Test, got: Buffer[], want: Buffer[], what: string): void {
   t.equal(got.length, want.length, `${what}: volume count`);
   for (let i = 0; i < want.length; i++) t.ok(got[i]!.equals(want[i]!), `${what}: volume ${i} bytes`);
 }
@@ -216,7 +216,7 @@ t.test('a corrupted object is detected on read', async (t) => {
   const key = 'c/segments/00000000000000000001.drj';
   const obj = await s3.send(new GetObjectCommand({ Bucket: 'drkit-t4', Key: key }));
   const body = Buffer.from(await obj.Body!.transformToByteArray());
-  body[body.length >> 1] ^= 0x40;
+  body[body.length >> 1] = (body[body.length >> 1] ?? 0) ^ 0x40;
   await s3.send(new PutObjectCommand({ Bucket: 'drkit-t4', Key: key, Body: body, Metadata: obj.Metadata }));
   const err = await openArchivedStore(url, { s3: s3Opts(ceph) }).then(() => null, (e: Error & { code?: string }) => e);
   t.equal(err?.code, 'DR_BAD_CHECKSUM', 'restore refuses the corrupt segment');
