@@ -182,6 +182,7 @@ async function append(args: DirArgs & { file: string; segmentSize?: string }, ct
   // a stop signal ends the input: what was received is stored and synced, then exit 3
   ctx.signal.addEventListener('abort', () => input.stream.destroy(), { once: true });
   const parser = new StreamParser();
+  const raw = new RawRecords();
   let header: StreamHeader | null = null;
   let begun = false;
   let appended = 0;
@@ -216,14 +217,16 @@ async function append(args: DirArgs & { file: string; segmentSize?: string }, ct
     const handle = async (items: StreamItem[]): Promise<void> => {
       let needSync = false;
       for (const item of items) {
-        if (item.type === 'header') header = item;
-        else if (item.type === 'volume' || item.type === 'end') continue;
+        if (item.type === 'header') {
+          header = item;
+          raw.skip(64);
+        } else if (item.type === 'volume' || item.type === 'end') raw.record(item);
         else {
           if (!begun) {
             app.begin(header!, parser.volumes);
             begun = true;
           }
-          if (app.append(item)) {
+          if (app.append(item, raw.record(item))) {
             appended++;
             firstAppended ??= item.seq;
             if (item.type === 'flush' || item.type === 'mark') needSync = true;
@@ -236,6 +239,7 @@ async function append(args: DirArgs & { file: string; segmentSize?: string }, ct
     for await (const chunk of input.stream as AsyncIterable<Buffer>) {
       const items: StreamItem[] = [];
       let bad: unknown = null;
+      raw.push(chunk);
       try {
         parser.push(chunk, items);
       } catch (err) {
@@ -273,4 +277,76 @@ async function append(args: DirArgs & { file: string; segmentSize?: string }, ct
   if (ctx.json) ctx.emit(summary);
   ctx.log.info(`appended ${appended} record(s)${appended ? ` (seq ${firstAppended}..${app.nextSeq - 1})` : ''}, skipped ${skipped} already stored; durable up to seq ${durable}`);
   return EXIT.OK;
+}
+
+/**
+ * The input bytes of each record the parser decoded, so the appender stores them as
+ * received (header and payload, CRCs already checked by the parser) without encoding
+ * and checksumming them a second time.
+ */
+class RawRecords {
+  private chunks: Buffer[] = [];
+  /** stream offset of chunks[0][0] */
+  private base = 0;
+  /** stream offset of the next record */
+  private pos = 0;
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+  }
+
+  skip(n: number): void {
+    this.pos += n;
+    this.drop();
+  }
+
+  /** The record's bytes as [header, payload], or undefined (then the appender encodes it). */
+  record(item: StreamItem): Buffer[] | undefined {
+    const len = recordLength(item);
+    const bytes = this.slice(this.pos, len);
+    this.pos += len;
+    this.drop();
+    if (!bytes || bytes.readUInt32LE(4) !== len - 32 || (item.type !== 'header' && Number(bytes.readBigUInt64LE(8)) !== item.seq)) return undefined;
+    return [bytes.subarray(0, 32), bytes.subarray(32)];
+  }
+
+  private slice(from: number, len: number): Buffer | undefined {
+    let at = from - this.base;
+    const parts: Buffer[] = [];
+    let need = len;
+    for (const c of this.chunks) {
+      if (need === 0) break;
+      if (at >= c.length) {
+        at -= c.length;
+        continue;
+      }
+      const take = Math.min(c.length - at, need);
+      parts.push(c.subarray(at, at + take));
+      need -= take;
+      at = 0;
+    }
+    if (need > 0) return undefined;
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  }
+
+  private drop(): void {
+    while (this.chunks.length > 0 && this.base + this.chunks[0]!.length <= this.pos) {
+      this.base += this.chunks[0]!.length;
+      this.chunks.shift();
+    }
+  }
+}
+
+function recordLength(item: StreamItem): number {
+  switch (item.type) {
+    case 'header': return 64;
+    case 'volume': return 32 + 34 + Buffer.byteLength(item.name);
+    case 'end': return 32 + 48;
+    case 'write': return 32 + 16 + item.data.length;
+    case 'zero': return 32 + 24;
+    case 'mark': return 32 + 20 + Buffer.byteLength(item.name);
+    case 'signature': return 32 + 24 + item.digest.length;
+    case 'unknown': return 32 + item.payload.length;
+    default: return 32;
+  }
 }
