@@ -17,7 +17,11 @@ const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3
 /** "500ms", "30s", "5m", "1h30m", "7d" -> milliseconds. A bare number is seconds. */
 export function parseDuration(text: string, what = 'duration'): number {
   const t = text.trim();
-  if (/^\d+(\.\d+)?$/.test(t)) return Math.round(Number(t) * 1000);
+  const checked = (ms: number): number => {
+    if (!Number.isSafeInteger(Math.round(ms))) throw new DrError('DR_USAGE', `${what} ${text.length > 40 ? `${text.slice(0, 40)}...` : text} is too large`);
+    return Math.round(ms);
+  };
+  if (/^\d+(\.\d+)?$/.test(t)) return checked(Number(t) * 1000);
   const re = /(\d+(?:\.\d+)?)(ms|s|m|h|d|w)/gy;
   let total = 0;
   let matched = 0;
@@ -26,7 +30,7 @@ export function parseDuration(text: string, what = 'duration'): number {
     matched = re.lastIndex;
   }
   if (matched === 0 || matched !== t.length) throw new DrError('DR_USAGE', `bad ${what} ${JSON.stringify(text)}: use e.g. 30s, 5m, 2h, 7d`);
-  return Math.round(total);
+  return checked(total);
 }
 
 export function formatBytes(n: number): string {
