@@ -264,6 +264,7 @@ class Connection {
       if (this.state === 'closed' || this.sock.destroyed) return resolve();
       this.state = 'closed';
       this.sock.once('close', () => resolve());
+      this.sendReplies();
       this.sock.end();
       setTimeout(() => this.sock.destroy(), 2000).unref();
     });
@@ -507,6 +508,7 @@ class Connection {
       switch (req.type) {
         case Cmd.DISC:
           this.state = 'closed';
+          this.sendReplies();
           this.sock.end();
           return;
         case Cmd.READ:

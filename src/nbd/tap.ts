@@ -169,7 +169,9 @@ export class Tap {
     if (this.unsynced < BACKGROUND_SYNC_BYTES || this.backgroundSync) return;
     this.unsynced = 0;
     // the journal only: the backing stores' dirty pages are left to the kernel (or the checkpoint)
-    this.backgroundSync = this.sink.sync().catch(() => undefined).finally(() => {
+    this.backgroundSync = this.sink.sync().catch((err: unknown) => {
+      this.die(err instanceof DrError ? err : fromSystemError(err, `syncing ${this.sink.what}`));
+    }).finally(() => {
       this.backgroundSync = null;
     });
   }
@@ -190,6 +192,8 @@ export class Tap {
 
   private die(e: DrError): void {
     if (this.fatal) return;
+    // every later request fails with this error; clients see ENOSPC for a full disk, else EIO
+    Object.assign(e, { nbdErrno: e.code === 'DR_NO_SPACE' ? 28 : 5 });
     this.fatal = e;
     this.onFatal?.(e);
   }
