@@ -157,7 +157,8 @@ function scanTask(t: ScanTask): ScanResult {
   const count = Math.ceil(t.length / t.block);
   const digests = new Uint8Array(new ArrayBuffer(count * DIGEST_LENGTH));
   const states = new Uint8Array(new ArrayBuffer(count));
-  const data = Buffer.from(new ArrayBuffer(t.length));
+  // its own (unpooled, not zero-filled) memory, so it can be transferred to the main thread
+  const data = Buffer.allocUnsafeSlow(t.length);
   readExact(t.path, data, t.length, t.offset);
   const old = t.old ? Buffer.from(t.old.buffer, t.old.byteOffset, t.old.byteLength) : null;
   let changed = 0;
@@ -183,7 +184,7 @@ function scanTask(t: ScanTask): ScanResult {
   return {
     digests,
     states,
-    data: changed > 0 ? new Uint8Array(data.buffer, 0, t.length) : null,
+    data: changed > 0 ? new Uint8Array(data.buffer, data.byteOffset, t.length) : null,
     changed,
     zeroed,
   };
