@@ -14,14 +14,17 @@ export class LockFile {
   private held = false;
   private constructor(readonly file: string) {}
 
-  /** Take the lock or throw DR_LOCKED naming the owner. */
-  static acquire(file: string, what: string): LockFile {
+  /**
+   * Take the lock or throw DR_LOCKED naming the owner. A `transient` holder (a command
+   * repairing a torn tail while it opens the store) is waited for, briefly, by others.
+   */
+  static acquire(file: string, what: string, transient = false): LockFile {
     const lock = new LockFile(file);
-    for (let attempt = 0; attempt < 5; attempt++) {
+    for (let attempt = 0; attempt < 200; attempt++) {
       try {
         const fd = fs.openSync(file, 'wx', 0o644);
         try {
-          fs.writeSync(fd, `${process.pid}\n`);
+          fs.writeSync(fd, `${process.pid}${transient ? ' opening' : ''}\n`);
         } finally {
           fs.closeSync(fd);
         }
@@ -32,6 +35,14 @@ export class LockFile {
         if (code !== 'EEXIST') throw ioError(err, `cannot create lock file ${file}`);
       }
       const owner = LockFile.owner(file);
+      if (owner !== null && owner !== process.pid && processAlive(owner) && !transient && LockFile.isTransient(file)) {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10); // a reader opening the store: it lets go in a moment
+        continue;
+      }
+      if (owner === null && attempt < 20) {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5); // being written by its new owner
+        continue;
+      }
       if (owner !== null && owner !== process.pid && processAlive(owner)) {
         throw new DrError('DR_LOCKED', `${what} is locked by process ${owner} (${file})`, { pid: owner });
       }
@@ -58,10 +69,18 @@ export class LockFile {
     throw new DrError('DR_LOCKED', `${what} is locked (${file}): could not take the lock`);
   }
 
-  /** Take the lock if free; null when another live process holds it. */
-  static tryAcquire(file: string, what: string): LockFile | null {
+  static isTransient(file: string): boolean {
     try {
-      return LockFile.acquire(file, what);
+      return fs.readFileSync(file, 'utf8').includes('opening');
+    } catch {
+      return false;
+    }
+  }
+
+  /** Take the lock if free; null when another live process holds it. */
+  static tryAcquire(file: string, what: string, transient = false): LockFile | null {
+    try {
+      return LockFile.acquire(file, what, transient);
     } catch (err) {
       if (err instanceof DrError && err.code === 'DR_LOCKED') return null;
       throw err;

@@ -101,7 +101,7 @@ export class JournalStore {
     let lock: LockFile | null = null;
     if (!this.readOnly) {
       try {
-        lock = LockFile.tryAcquire(path.join(this.dir, APPEND_LOCK), `journal store ${this.dir}`);
+        lock = LockFile.tryAcquire(path.join(this.dir, APPEND_LOCK), `journal store ${this.dir}`, true);
       } catch {
         lock = null; // read-only file system or the like: read the valid prefix without repairing
       }
