@@ -121,7 +121,7 @@ export class StateLock {
       // so a lock file never exists without its owner's pid in it.
       const tmp = `${path}.${process.pid}`;
       try {
-        writeFileSync(tmp, `${process.pid}\n`);
+        writeFileSync(tmp, `${process.pid}\n`, { mode: 0o644 });
         linkSync(tmp, path);
         return new StateLock(path);
       } catch (err) {

@@ -11,13 +11,13 @@ import { makeWorkload, rng } from '../helpers/workload.js';
 import { collect, firstDifference, readState, runApply, startApply, tempDir } from '../helpers/apply-run.js';
 
 const baseSeed = Number(process.env.DRKIT_KILL_SEED ?? 20261121);
-const ROUNDS = 8;
+const ROUNDS = 6;
 
 t.test('kill -9 at random instants, rerun: identical replica', async (t) => {
   const w = makeWorkload({
     seed: baseSeed,
     volumes: [{ name: 'a', size: 4 << 20, blockSize: 4096 }, { name: 'b', size: 2 << 20, blockSize: 512 }],
-    records: 1200,
+    records: 1000,
     markEvery: 200,
     maxWrite: 32 * 1024,
     signatures: true,
