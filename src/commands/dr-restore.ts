@@ -3,7 +3,8 @@ import { runCli, type CommonArgs, type Context } from '../cli/main.js';
 import { createProgress } from '../cli/progress.js';
 import { formatBytes, formatDuration, formatMicros, parseSize } from '../cli/units.js';
 import { DrError, EXIT } from '../errors.js';
-import { JournalStore } from '../store/index.js';
+import { JournalStore, type PointInTimeReader } from '../store/index.js';
+import { parallelReader } from '../image/restore-workers.js';
 import { isArchiveUrl } from '../archive/url.js';
 import { restoreToFile, restoreToStream, type RestoreOptions } from '../image/restore-file.js';
 import { AtomicOutput, checkOutput, endWriter, fileWriter, openSpecialOutput } from '../image/restore-output.js';
@@ -33,6 +34,7 @@ interface RestoreArgs extends CommonArgs {
   buffer: string;
   endpoint?: string;
   region?: string;
+  jobs: number;
 }
 
 const USAGE = `$0 DIR --at POINT --out FILE|- [--volume NAME] [--consistent] [--force]
@@ -82,6 +84,7 @@ export function main(argv: string[]): Promise<number> {
           .option('writable', { type: 'boolean', description: 'with --serve: accept writes into a copy-on-write overlay (the store is never written)' })
           .option('overlay', { type: 'string', description: 'with --writable: directory keeping the overlay files (default: a temporary one, removed at exit)' })
           .option('buffer', { type: 'string', default: '16M', description: 'memory for data being read and written when restoring a file or tar' })
+          .option('jobs', { type: 'number', default: 2, description: 'threads reading the journal when restoring a file or tar (1: no worker threads)' })
           .option('endpoint', { type: 'string', description: 'with an s3:// location: S3 endpoint URL (default: AWS_ENDPOINT_URL, else AWS)' })
           .option('region', { type: 'string', description: 'with an s3:// location: S3 region (default: AWS_REGION)' })
           .example('$0 /srv/journal --at mark:before-upgrade --out db.img', 'the volume as of a mark, as a sparse file')
@@ -115,6 +118,7 @@ async function restore(args: RestoreArgs, ctx: Context): Promise<number> {
   }
   if (args.list && (args.volume !== undefined || args.consistent)) throw new DrError('DR_USAGE', '--list takes no --volume or --consistent');
   const buffer = parseSize(args.buffer, '--buffer');
+  if (!Number.isInteger(args.jobs) || args.jobs < 1 || args.jobs > 16) throw new DrError('DR_USAGE', `bad --jobs ${args.jobs}: use 1..16`);
   if (buffer < 64 * 1024) throw new DrError('DR_USAGE', '--buffer must be at least 64K');
 
   if (!isArchiveUrl(args.dir) && (args.endpoint !== undefined || args.region !== undefined)) {
@@ -140,11 +144,34 @@ async function restore(args: RestoreArgs, ctx: Context): Promise<number> {
     }
     ctx.handlesStop();
     if (args.serve) return await serve(store, points, args, ctx);
-    const plan = { ...readPlan(buffer), signal: ctx.signal };
+    const rp = readPlan(buffer);
+    const plan = { ...rp, readAhead: Math.max(rp.readAhead, args.jobs), signal: ctx.signal };
     if (tarGiven) return await tarGroup(store, points[0]!, args, ctx, plan);
     return await restoreOne(store, points[0]!, args, ctx, plan);
   } finally {
     await store.close();
+  }
+}
+
+/** below this many bytes to restore, worker threads cost more than they save */
+const PARALLEL_MIN = 32 * 1024 * 1024;
+
+/** The point's reader; with jobs > 1 its reads run on worker threads (release() releases both). */
+async function openReader(store: JournalStore, point: RestorePoint, jobs: number): Promise<PointInTimeReader> {
+  const main = await store.pointInTime(point.seq);
+  if (jobs <= 1) return main;
+  try {
+    const par = await parallelReader(main, store.dir, jobs);
+    return {
+      ...par,
+      release: async () => {
+        await par.release();
+        await main.release();
+      },
+    };
+  } catch (err) {
+    await main.release();
+    throw err;
   }
 }
 
@@ -171,7 +198,7 @@ async function restoreOne(store: JournalStore, point: RestorePoint, args: Restor
   if (toStdout && process.stdout.isTTY) throw new DrError('DR_USAGE', 'refusing to write a volume image to a terminal: redirect standard output or use --out FILE');
   if (toStdout && ctx.json) throw new DrError('DR_USAGE', '--json writes to standard output, which --out - uses for the image');
   if (!toStdout) await checkOutput(args.out!, Boolean(args.force)); // refuse before opening anything
-  const reader = await store.pointInTime(point.seq);
+  const reader = await openReader(store, point, vol.size < PARALLEL_MIN ? 1 : args.jobs);
   const { progress, onProgress } = progressFor(ctx, vol.size, vol.name);
   try {
     const opts = { ...plan, onProgress };
@@ -203,8 +230,8 @@ async function tarGroup(store: JournalStore, point: RestorePoint, args: RestoreA
   if (file === null && process.stdout.isTTY) throw new DrError('DR_USAGE', 'refusing to write a tar to a terminal: redirect standard output or name a file: --tar FILE');
   if (file === null && ctx.json) throw new DrError('DR_USAGE', '--json writes to standard output, which --tar uses for the tar: name a file with --tar FILE');
   const kind = file === null ? null : await checkOutput(file, Boolean(args.force));
-  const reader = await store.pointInTime(point.seq);
   const total = vols.reduce((n, v) => n + v.size, 0);
+  const reader = await openReader(store, point, total < PARALLEL_MIN ? 1 : args.jobs);
   const { progress, onProgress } = progressFor(ctx, total, 'tar');
   const started = process.hrtime.bigint();
   try {

@@ -72,6 +72,7 @@ t.test('usage: modes, volumes, serve options, missing store', async (t) => {
     [[dir, '--at', 'latest', '--out', out, '--volume', 'db', '--writable'], 2, /--writable is only for --serve \(DR_USAGE\)/],
     [[dir, '--at', 'latest', '--serve', '--port', '0', '--overlay', work], 2, /--overlay is only for --serve --writable \(DR_USAGE\)/],
     [[dir, '--list', '--at', 'latest'], 2, /--list takes no --at \(DR_USAGE\)/],
+    [[dir, '--at', 'latest', '--out', out, '--volume', 'db', '--jobs', '0'], 2, /bad --jobs 0: use 1\.\.16 \(DR_USAGE\)/],
     [[dir, '--at', 'latest', '--out', out, '--bogus'], 2, /Unknown argument: bogus .*\(DR_USAGE\)/],
     [[path.join(work, 'nostore'), '--list'], 2, /no journal store at .*nostore \(the directory does not exist\) \(DR_NO_STORE\)/],
   ];
@@ -83,7 +84,7 @@ t.test('usage: modes, volumes, serve options, missing store', async (t) => {
   t.notOk(fs.existsSync(out), 'nothing written');
   const h = await run('dr-restore', ['--help']);
   t.equal(h.code, 0);
-  for (const o of ['--at', '--out', '--volume', '--consistent', '--force', '--tar', '--list', '--serve', '--socket', '--port', '--host', '--writable', '--overlay', '--buffer', '--limit']) {
+  for (const o of ['--at', '--out', '--volume', '--consistent', '--force', '--tar', '--list', '--serve', '--socket', '--port', '--host', '--writable', '--overlay', '--buffer', '--limit', '--jobs']) {
     t.match(h.stdout.toString(), o, `--help mentions ${o}`);
   }
 });

@@ -89,6 +89,9 @@ t.test('sparse output: holes are not written, size is exact', async (t) => {
   t.equal(st.size, 64 << 20, 'size set exactly');
   t.ok(st.blocks * 512 < 16 << 20, `allocated ${st.blocks * 512} bytes of 64 MiB`);
   t.ok(j.sparse > 40 << 20, `${j.sparse} bytes left as holes`);
-  t.ok(fs.readFileSync(out).equals(w.final[0]!), 'equals the reference');
+  t.ok(fs.readFileSync(out).equals(w.final[0]!), 'equals the reference (reads on worker threads)');
   t.same(fs.readdirSync(work).filter((n) => n.includes('.tmp')), [], 'no temporary file left');
+  const piped = await run('dr-restore', [dir, '--at', 'latest', '--out', '-', '--jobs', '3']);
+  t.equal(piped.code, 0, piped.stderr);
+  t.ok(piped.stdout.equals(w.final[0]!), '--out - with three reader threads equals the reference');
 });
