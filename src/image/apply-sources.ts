@@ -12,7 +12,6 @@ import { StreamParser, type StreamItem } from '../format/codec.js';
 import type { SequencedRecord, StreamHeader, VolumeRecord } from '../format/layout.js';
 import type { Logger } from '../cli/log.js';
 import { Applier } from './apply.js';
-import { JournalStore } from '../store/index.js';
 
 const READ_SIZE = 4 * 1024 * 1024;
 /** write data the executor may have queued before the reader waits for it */
@@ -292,8 +291,9 @@ export interface JournalSource {
   resolvePoint(point: string): { seq: number; time: number };
 }
 
-/** Open a journal store read-only. */
+/** Open a journal store read-only (the store code is loaded only for --journal). */
 export async function openJournal(dir: string, log: Logger): Promise<JournalSource> {
+  const { JournalStore } = await import('../store/index.js');
   return JournalStore.open(dir, { readOnly: true, log });
 }
 
