@@ -347,10 +347,13 @@ export async function verifyRestore(o: RestoreVerifyOptions): Promise<RestoreRep
       for (let first = 0; first < comparable; first += per) {
         const count = Math.min(per, comparable - first);
         const theirs = await reader.next(count);
+        // chunks up to READ bytes: one read for the group; bigger chunks: read in pieces
+        const spanStart = first * chunk;
+        const span = chunk <= READ ? await pit.read(vi, spanStart, Math.min(count * chunk, vol.size - spanStart)) : null;
         for (let i = 0; i < count; i++) {
           const off = (first + i) * chunk;
           const len = Math.min(chunk, vol.size - off);
-          const h = hashRange(await readChunks(pit, vi, off, len));
+          const h = span ? hashRange([span.subarray(off - spanStart, off - spanStart + len)]) : hashRange(await readChunks(pit, vi, off, len));
           if (!h.equals(theirs.subarray(i * DIGEST_LENGTH, (i + 1) * DIGEST_LENGTH))) ranges.add(off, off + len);
         }
       }
