@@ -28,10 +28,16 @@ const report = join(work, 'figures.ndjson');
 const env = { ...process.env, DRKIT_RELIABILITY_REPORT: report, CI: process.env.CI ?? 'true' };
 if (soak) env.DRKIT_SOAK = '1';
 if (seed !== undefined) env.DRKIT_RELIABILITY_SEED = String(seed);
+const cpuFile = join(work, 'cpu');
 const load0 = loadavg()[0];
 const t0 = Date.now();
 const tapOut = await new Promise((res) => {
-  const c = spawn('npx', ['tap', '--reporter=tap', 'test/reliability/'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
+  // /usr/bin/time sums the CPU time of every process of the run (tests, commands, peers)
+  const timed = existsSync('/usr/bin/time');
+  const argv = ['npx', 'tap', '--reporter=tap', 'test/reliability/'];
+  const c = timed
+    ? spawn('/usr/bin/time', ['-f', '%U %S', '-o', cpuFile, ...argv], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] })
+    : spawn(argv[0], argv.slice(1), { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   c.stdout.on('data', (d) => {
     out += d;
@@ -44,6 +50,8 @@ const summary = /# \{ total: (\d+), pass: (\d+)(?:, fail: (\d+))?/.exec(tapOut.o
 const asserts = { total: Number(summary?.[1] ?? 0), pass: Number(summary?.[2] ?? 0), fail: Number(summary?.[3] ?? 0) };
 const failures = tapOut.out.split('\n').filter((l) => /^\s*not ok/.test(l) && !/# (SKIP|TODO)/.test(l)).map((l) => l.trim().replace(/^not ok \d+ - /, '')).slice(0, 30);
 
+const cpu = existsSync(cpuFile) ? readFileSync(cpuFile, 'utf8').trim().split('\n').at(-1).split(' ').map(Number) : null;
+const cpuSeconds = cpu && cpu.length === 2 && cpu.every(Number.isFinite) ? cpu[0] + cpu[1] : null;
 const rows = existsSync(report) ? readFileSync(report, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
 rmSync(work, { recursive: true, force: true });
 const keys = ['kills', 'breaks', 'malformed', 'bytesCompared', 'lost', 'checks'];
@@ -155,6 +163,7 @@ lines.push('');
 lines.push(`- result: **${ok ? 'every check held' : 'FAILURES (listed below)'}** (${asserts.pass} of ${asserts.total} assertions passed)`);
 lines.push(`- mode: ${soak ? 'soak (DRKIT_SOAK=1)' : 'default'}; seed ${usedSeed}; commit ${commit || 'unknown'}; ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}`);
 lines.push(`- wall time: ${seconds.toFixed(0)} s on ${cpus().length} cores (load average ${load0.toFixed(1)} when it started${load0 > cpus().length * 1.5 ? ': the machine was busy with other work, so this is slower than an idle run' : ''})`);
+if (cpuSeconds !== null) lines.push(`- CPU time of the whole run (every process): ${cpuSeconds.toFixed(0)} s, i.e. about ${(cpuSeconds / cpus().length).toFixed(0)} s of wall time on ${cpus().length} idle cores plus the waits (sleeps, backoffs, rate limits)`);
 lines.push('');
 lines.push('| figure | value |');
 lines.push('|---|---:|');

@@ -7,7 +7,7 @@
 // test/ship/disk-full cover the tap and the receiver.)
 import t from 'tap';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync, statfsSync, existsSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, rmSync, statfsSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { badRefusal, compareFile, figures, killLeftovers, replay, runBin, seedFor, tempDir } from '../helpers/reliability-common.js';
 import { lastSeq, recordsMatch, verifyJournal, checkMarks } from '../helpers/reliability-store.js';
@@ -24,8 +24,21 @@ function avail(dir: string): number {
 
 /** Take all free space but `leave` bytes with a filler file. */
 function fill(dir: string, name: string, leave: number): void {
-  const n = avail(dir) - leave;
-  if (n > 0) execFileSync('fallocate', ['-l', String(n), join(dir, name)]);
+  const file = join(dir, name);
+  for (let n = avail(dir) - leave; n > 0; n -= 256 * 1024) {
+    if (spawnSync('fallocate', ['-l', String(n), file]).status === 0) break;
+  }
+  if (leave > 0) return;
+  // to the last block: append until the file system says no
+  const fd = openSync(file, 'a');
+  const block = Buffer.alloc(4096, 0x66);
+  try {
+    for (;;) writeSync(fd, block);
+  } catch {
+    /* ENOSPC: full */
+  } finally {
+    closeSync(fd);
+  }
 }
 
 t.test('journal store and replica on a filling ext4', async (t) => {
