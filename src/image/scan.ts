@@ -231,7 +231,9 @@ export async function scanImage(opts: ScanOptions): Promise<ScanSummary> {
       writeAll(tmpFd, digests, manifestPos, tmp);
       manifestPos += digests.length;
       if (r.changed > 0 || r.zeroed > 0) {
+        // r.data: the changed blocks' bytes in order; `cursor` walks it
         const data = r.data ? Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength) : null;
+        let cursor = 0;
         const n = r.states.length;
         let i = 0;
         while (i < n) {
@@ -247,7 +249,8 @@ export async function scanImage(opts: ScanOptions): Promise<ScanSummary> {
           const end = Math.min(j * block, task.length);
           if (s === 1) {
             await flushZero();
-            const { parts } = sw.record({ type: 'write', volume: 0, offset: task.offset + start, data: data!.subarray(start, end) });
+            const { parts } = sw.record({ type: 'write', volume: 0, offset: task.offset + start, data: data!.subarray(cursor, cursor + end - start) });
+            cursor += end - start;
             summary.records++;
             summary.changedBlocks += j - i;
             summary.changedBytes += end - start;

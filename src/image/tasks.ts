@@ -24,7 +24,7 @@ export interface CompareResult { ranges: Array<[number, number]> }
 export interface HashResult { digests: Uint8Array }
 /**
  * states[i]: 0 unchanged (or an all-zero block on a first scan), 1 new data, 2 became all zero.
- * data holds the stripe's bytes when any state is 1.
+ * data holds the bytes of the state-1 blocks, one after the other, when there are any.
  */
 export interface ScanResult { digests: Uint8Array; states: Uint8Array; data: Uint8Array | null; changed: number; zeroed: number }
 export type TaskResult = CompareResult | HashResult | ScanResult;
@@ -157,15 +157,17 @@ function scanTask(t: ScanTask): ScanResult {
   const count = Math.ceil(t.length / t.block);
   const digests = new Uint8Array(new ArrayBuffer(count * DIGEST_LENGTH));
   const states = new Uint8Array(new ArrayBuffer(count));
-  // its own (unpooled, not zero-filled) memory, so it can be transferred to the main thread
-  const data = Buffer.allocUnsafeSlow(t.length);
-  readExact(t.path, data, t.length, t.offset);
+  // the stripe is read into a reused buffer (fresh memory would cost a page fault per
+  // 4 KiB); only the changed blocks are copied out, in order, for the main thread
+  const stripe = scratch('a', t.length);
+  readExact(t.path, stripe, t.length, t.offset);
   const old = t.old ? Buffer.from(t.old.buffer, t.old.byteOffset, t.old.byteLength) : null;
   let changed = 0;
   let zeroed = 0;
+  let changedBytes = 0;
   for (let i = 0; i < count; i++) {
     const start = i * t.block;
-    const block = data.subarray(start, Math.min(start + t.block, t.length));
+    const block = stripe.subarray(start, Math.min(start + t.block, t.length));
     const d = hash('sha256', block, 'buffer') as unknown as Buffer;
     digests.set(d, i * DIGEST_LENGTH);
     if (old && d.equals(old.subarray(i * DIGEST_LENGTH, (i + 1) * DIGEST_LENGTH))) continue;
@@ -179,13 +181,20 @@ function scanTask(t: ScanTask): ScanResult {
     } else {
       states[i] = 1;
       changed++;
+      changedBytes += block.length;
     }
   }
-  return {
-    digests,
-    states,
-    data: changed > 0 ? new Uint8Array(data.buffer, data.byteOffset, t.length) : null,
-    changed,
-    zeroed,
-  };
+  let data: Uint8Array | null = null;
+  if (changed > 0) {
+    data = new Uint8Array(new ArrayBuffer(changedBytes));
+    let at = 0;
+    for (let i = 0; i < count; i++) {
+      if (states[i] !== 1) continue;
+      const start = i * t.block;
+      const end = Math.min(start + t.block, t.length);
+      data.set(stripe.subarray(start, end), at);
+      at += end - start;
+    }
+  }
+  return { digests, states, data, changed, zeroed };
 }
