@@ -89,6 +89,20 @@ t.test('archive, wipe the store, restore every mark from the bucket alone', asyn
     await early.close();
   }
 
+  // the real dr-restore, from the bucket alone (a few marks: each run is a process with the SDK)
+  const out = tempDir(t, 'drkit-archive-out-');
+  for (const m of [w.marks[0]!, w.marks[Math.floor(w.marks.length / 2)]!, w.marks[w.marks.length - 1]!]) {
+    for (const [i, v] of w.volumes.entries()) {
+      const file = path.join(out, `${m.name}.${v.name}.img`);
+      const rr = await run('dr-restore', [url, '--at', `mark:${m.name}`, '--volume', v.name, '--out', file], { env: ceph.env });
+      t.equal(rr.code, 0, `dr-restore ${url} --at mark:${m.name} --volume ${v.name}: ${rr.stderr}`);
+      t.ok(fs.readFileSync(file).equals(m.images[i]!), `dr-restore from the bucket: mark ${m.name} volume ${v.name} bytes`);
+    }
+  }
+  const rbad = await run('dr-restore', [url, '--at', 'mark:nope', '--out', path.join(out, 'x.img'), '--volume', 'db'], { env: ceph.env });
+  t.equal(rbad.code, 2);
+  t.equal(rbad.stderr, `dr-restore: error: no mark named "nope" in ${url} (DR_BAD_POINT)\n`);
+
   const bad = await openArchivedStore(url, { point: 'mark:nope', s3 }).then(() => null, (e: Error & { code?: string }) => e);
   t.equal(bad?.code, 'DR_BAD_POINT', 'an unknown mark is a bad point');
   const none = await openArchivedStore('s3://drkit-t1/nothing-here', { s3 }).then(() => null, (e: Error & { code?: string }) => e);
