@@ -82,10 +82,14 @@ export function runTask(t: Task): { result: TaskResult; transfer: ArrayBuffer[] 
   }
 }
 
+/** compare reads in pieces that stay in the CPU cache between the read and the memcmp */
+const COMPARE_PIECE = 256 * 1024;
+
 function compareTask(t: CompareTask): CompareResult {
   const ranges: Array<[number, number]> = [];
-  for (let pos = t.offset; pos < t.offset + t.length; pos += STRIPE) {
-    const len = Math.min(STRIPE, t.offset + t.length - pos);
+  const piece = Math.max(COMPARE_PIECE, t.chunk);
+  for (let pos = t.offset; pos < t.offset + t.length; pos += piece) {
+    const len = Math.min(piece, t.offset + t.length - pos);
     const a = scratch('a', len);
     const b = scratch('b', len);
     readExact(t.a, a, len, pos);
