@@ -87,12 +87,9 @@ function buildStore(storeDir) {
   rmSync(file);
 }
 
-/** `dr-journal archive` argv: bin/dr-journal once it registers the subcommand, else the same module through the test shim. */
+/** `dr-journal archive` argv */
 function archiveArgv(args) {
-  const help = spawnSync(join(root, 'bin/dr-journal'), ['--help'], { encoding: 'utf8' });
-  return /\barchive\b/.test(help.stdout ?? '')
-    ? [join(root, 'bin/dr-journal'), args]
-    : [process.execPath, [join(root, 'test/helpers/archive-cli.mjs'), ...args]];
+  return [join(root, 'bin/dr-journal'), args];
 }
 
 const c = await cluster();

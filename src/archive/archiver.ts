@@ -20,6 +20,7 @@ import { JournalStore } from '../store/index.js';
 import type { SegmentEntry } from '../store/store.js';
 import { baseFiles, readBaseMap, regionCount, regionSet, REGION } from '../store/base.js';
 import { writeFileDurable } from '../store/files.js';
+import { ARCHIVED_STATE, confirmedArchive, type ArchivedState } from '../store/archived.js';
 import { ObjectStore, digestSource, fileSource, type Digest, type Source, type S3Options } from './objects.js';
 import {
   ARCHIVE_FORMAT, MANIFEST, manifestKeys, parseManifest, sealedThrough,
@@ -27,18 +28,7 @@ import {
 } from './manifest.js';
 import { formatArchiveUrl, keyOf, type ArchiveUrl } from './url.js';
 
-/** The file in a store directory recording what is confirmed archived (for prune). */
-export const ARCHIVED_STATE = 'archived.json';
-
-export interface ArchivedState {
-  url: string;
-  /** every record up to this seq is in a sealed archived segment named by a written manifest */
-  sealedThrough: number;
-  /** last seq in the archive (tail included) */
-  lastSeq: number;
-  /** microseconds */
-  updated: number;
-}
+export { ARCHIVED_STATE, type ArchivedState } from '../store/archived.js';
 
 export interface ArchiveOptions {
   s3?: S3Options;
@@ -321,17 +311,9 @@ export class Archiver {
   }
 }
 
-/**
- * For prune: the last seq of `dir` confirmed archived in a sealed segment (null when the
- * store has never been archived). Segments whose lastSeq is above it must be kept locally.
- */
+/** The last seq of `dir` confirmed archived in a sealed segment (null when never archived). */
 export function confirmedArchivedSeq(dir: string): number | null {
-  try {
-    const s = JSON.parse(fs.readFileSync(path.join(dir, ARCHIVED_STATE), 'utf8')) as ArchivedState;
-    return Number.isSafeInteger(s.sealedThrough) ? s.sealedThrough : null;
-  } catch {
-    return null;
-  }
+  return confirmedArchive(dir)?.sealedThrough ?? null;
 }
 
 function sha256Hex(b: Buffer): string {

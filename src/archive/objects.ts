@@ -30,11 +30,8 @@ import { DrError, fromSystemError } from '../errors.js';
 // The SDK warns on stderr about Node 20 support ending in 2027; drkit supports Node 20.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-/** granularity of the per-chunk checksums (and of verified ranged reads) */
-export const SUM_CHUNK = 1 << 20;
-export const DEFAULT_PART_SIZE = 16 << 20;
-export const MIN_PART_SIZE = 5 << 20;
-export const DEFAULT_CONCURRENCY = 4;
+import { SUM_CHUNK, DEFAULT_PART_SIZE, MIN_PART_SIZE, DEFAULT_CONCURRENCY } from './limits.js';
+export { SUM_CHUNK, DEFAULT_PART_SIZE, MIN_PART_SIZE, DEFAULT_CONCURRENCY };
 const SUMS_MAGIC = Buffer.from('DRSUMS01', 'latin1');
 const META_SHA = 'drkit-sha256';
 

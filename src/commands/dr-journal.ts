@@ -9,6 +9,8 @@ import { DrError, EXIT } from '../errors.js';
 import { StreamParser, nowMicros, type StreamItem } from '../format/codec.js';
 import { MARK_KINDS, idToString, newId, type MarkKind, type StreamHeader } from '../format/layout.js';
 import { JournalStore, prune } from '../store/index.js';
+import { isArchiveUrl } from '../archive/url.js';
+import { register as registerArchive, printArchivedGroups } from './journal-archive.js';
 
 type DirArgs = CommonArgs & { dir: string };
 
@@ -18,7 +20,7 @@ function open(args: DirArgs, ctx: Context, create = false, segmentSize?: number)
 
 export function main(argv: string[]): Promise<number> {
   return runCli('dr-journal', argv, (y, wrap) =>
-    y
+    registerArchive(y, wrap)
       .usage('$0 <command> DIR [options]\n\nThe durable journal store of a volume group: history window, index and bookmarks.')
       .command(
         'append <dir> [file]',
@@ -53,9 +55,10 @@ export function main(argv: string[]): Promise<number> {
       )
       .command(
         'ls <dir>',
-        'Show volumes, window, counts, segments and disk use',
-        (c) => c.positional('dir', { type: 'string', demandOption: true, description: 'store directory' }),
+        'Show volumes, window, counts, segments and disk use (of s3://BUCKET/PREFIX: the archived groups there)',
+        (c) => c.positional('dir', { type: 'string', demandOption: true, description: 'store directory, or s3://BUCKET/[PREFIX]' }),
         wrap<DirArgs>(async (args, ctx) => {
+          if (isArchiveUrl(args.dir)) return printArchivedGroups(args.dir, ctx);
           const info = (await open(args, ctx)).info();
           if (ctx.json) {
             ctx.emit(info);
@@ -154,6 +157,7 @@ export function main(argv: string[]): Promise<number> {
             for (const m of r.foldedMarks) process.stdout.write(`folded mark ${m.name} (${m.kind}) at seq ${m.seq}: no longer restorable\n`);
           }
           if (r.keptForReaders.length) ctx.log.warn(`${r.keptForReaders.length} file(s) kept while readers use them; a later prune releases them`);
+          if (r.heldForArchive) ctx.log.info(`${r.heldForArchive} segment(s) kept until they are confirmed archived (dr-journal archive)`);
           return EXIT.OK;
         }),
       )

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { DrError, fromSystemError } from '../errors.js';
 import { RecordType, decodePayload, type VolumeRecord } from '../format/layout.js';
 import { fsyncDir, writeFileDurable } from './files.js';
+import { confirmedArchive } from './archived.js';
 import { Lease, LockFile } from './lock.js';
 import { RecordWalker, SEGMENTS, parseSegmentFile, readIndexSummary, scanSegment, segmentPaths, type MarkInfo } from './segment.js';
 import { BASE, baseFiles, readBaseMap, regionCount, regionSet, setRegions, REGION } from './base.js';
@@ -40,6 +41,8 @@ export interface PruneResult {
   foldedMarks: MarkInfo[];
   /** files a reader still holds: kept until a later prune */
   keptForReaders: string[];
+  /** segments old enough to fold but kept because the archive has not confirmed them yet */
+  heldForArchive: number;
 }
 
 /**
@@ -83,9 +86,19 @@ export async function prune(store: JournalStore, opts: PruneOptions): Promise<Pr
       }
       fold = Math.max(fold, n);
     }
+    // With an archive, only what is confirmed archived may leave the local disk.
+    const archive = confirmedArchive(store.dir);
+    let heldForArchive = 0;
+    if (archive) {
+      let allowed = 0;
+      while (allowed < fold && candidates[allowed]!.summary.lastSeq <= archive.sealedThrough) allowed++;
+      if (allowed < fold) opts.onStep?.(`kept ${fold - allowed} segment(s) not yet confirmed archived to ${archive.url} (archived through seq ${archive.sealedThrough})`);
+      heldForArchive = fold - allowed;
+      fold = allowed;
+    }
     const oldGen = store.window?.baseGen ?? 0;
     const result: PruneResult = {
-      foldedSegments: 0, foldedRecords: 0, releasedBytes: 0, firstSeq: store.firstSeq, baseGeneration: oldGen, foldedMarks: [], keptForReaders: [],
+      foldedSegments: 0, foldedRecords: 0, releasedBytes: 0, firstSeq: store.firstSeq, baseGeneration: oldGen, foldedMarks: [], keptForReaders: [], heldForArchive,
     };
     if (fold > 0) {
       const folded = candidates.slice(0, fold);

@@ -153,6 +153,9 @@ t.test('the archive keeps what local prunes release, and lists groups', async (t
   const groups = await listArchivedGroups('s3://drkit-t2/', { s3 });
   t.same(groups.map((g) => g.url).sort(), ['s3://drkit-t2/hosts/one', 's3://drkit-t2/hosts/two']);
   t.same(groups.map((g) => g.groupId).sort(), [w.groupId.toString('hex'), other.w.groupId.toString('hex')].sort());
+  const ls = await journal(ceph, ['ls', 's3://drkit-t2/', '--json']);
+  t.equal(ls.code, 0, ls.stderr);
+  t.same(ls.stdout.toString().trim().split('\n').map((l) => JSON.parse(l).url).sort(), ['s3://drkit-t2/hosts/one', 's3://drkit-t2/hosts/two'], 'dr-journal ls s3://BUCKET/ lists the groups');
 
   // a store of another group cannot be archived over this one
   r = await journal(ceph, ['archive', other.dir, '--to', url]);
