@@ -103,7 +103,7 @@ export function start(cmd: string, args: string[], opts: { stdin?: 'pipe' | 'ign
   child.stdout?.on('data', (d: Buffer) => out.push(d));
   child.stderr!.on('data', (d: Buffer) => {
     err += d.toString();
-    if (err.length > 1 << 20) err = err.slice(-65536);
+    if (err.length > 8 << 20) err = err.slice(0, 1 << 20) + err.slice(-65536); // bounded, keeping the first error line
   });
   child.stdin?.on('error', () => {});
   const p: Proc = {

@@ -128,7 +128,7 @@ const W = (seq: number, i: number, base = T0) =>
 /** A valid body: `n` writes, a flush and a mark, from seq `first`. */
 export function goodRecords(first: number, n: number): Buffer[] {
   const out: Buffer[] = [];
-  const base = T0 + first * 100;
+  const base = T0 + first * 1000;
   for (let i = 0; i < n; i++) out.push(W(first + i, i, base));
   out.push(rawRecord(4, 0, first + n, base + n * 10, Buffer.alloc(0)));
   out.push(rawRecord(5, 0, first + n + 1, base + n * 10 + 1, markPayload(`good-${first}`)));
@@ -147,7 +147,7 @@ export function catalogue(first = 10, seed = 1): Hostile[] {
   const V = () => rawRecord(1, 0, 0, T0 - 10, volumePayload());
   const good = goodRecords(first, 4); // seqs first..first+5
   const next = first + 6;
-  const tn = T0 + 10_000_000;
+  const tn = T0 + first * 1000 + 500; // after the good records, before the next entry's (times never go back across entries)
   const ok = (...tail: Buffer[]) => Buffer.concat([H(), V(), ...good, ...tail]);
   const withEnd = (b: Buffer) => Buffer.concat([b, endRecord(b)]);
   const list: Hostile[] = [];
