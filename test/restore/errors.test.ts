@@ -114,7 +114,7 @@ t.test('an interrupted restore leaves no file under the name asked for', async (
   t.ok(fs.existsSync(tmp), 'the restore writes under a temporary name');
   child.kill('SIGTERM');
   const code = await exited;
-  t.equal(code, 3, 'exit 3');
+  t.equal(code, 3, `exit 3: ${stderr}`);
   t.match(stderr, /interrupted by SIGTERM \(DR_INTERRUPTED\)/);
   t.notOk(fs.existsSync(out), 'no output file');
   t.notOk(fs.existsSync(tmp), 'temporary file removed');
