@@ -6,6 +6,7 @@
  * streams.ts and the journal store both build on these two classes.
  */
 import { createHash, type Hash } from 'node:crypto';
+import { ByteQueue } from './byte-queue.js';
 import { DrError } from '../errors.js';
 import {
   HEADER_SIZE, RECORD_HEADER_SIZE, decodeHeader, decodePayload, decodeRecordHeader, encodeHeader, encodeRecord,
@@ -140,8 +141,7 @@ export class StreamParser {
   /** bytes consumed, i.e. the offset of the next record */
   offset = 0;
   recordCount = 0;
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  private queue = new ByteQueue();
   private pendingHeader: RecordHeader | null = null;
   private pendingHeaderBytes: Buffer | null = null;
   private digest: Hash | null;
@@ -155,7 +155,7 @@ export class StreamParser {
 
   /** Bytes received but not yet part of a complete record. */
   get pendingBytes(): number {
-    return this.buffered;
+    return this.queue.length;
   }
 
   /** Items decoded before an error are left in `out`, so callers can use the valid prefix. */
@@ -163,8 +163,7 @@ export class StreamParser {
     if (this.failed) throw this.failed;
     if (chunk.length === 0) return out;
     if (this.ended) throw this.fail(new DrError('DR_TRAILING_DATA', 'data after the END record'), this.offset);
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
+    this.queue.push(chunk);
     try {
       this.drain(out);
     } catch (err) {
@@ -178,8 +177,8 @@ export class StreamParser {
   finish(): void {
     if (this.failed) throw this.failed;
     if (this.ended) return;
-    const where = this.header === null ? 'stream header' : this.buffered > 0 ? 'record' : 'END trailer';
-    const what = this.buffered > 0 || this.header === null ? `truncated ${where}` : 'stream ends without its END trailer';
+    const where = this.header === null ? 'stream header' : this.queue.length > 0 ? 'record' : 'END trailer';
+    const what = this.queue.length > 0 || this.header === null ? `truncated ${where}` : 'stream ends without its END trailer';
     throw this.fail(new DrError('DR_TRUNCATED', what), this.offset);
   }
 
@@ -192,46 +191,18 @@ export class StreamParser {
     return e;
   }
 
-  private take(n: number): Buffer {
-    const first = this.chunks[0]!;
-    let out: Buffer;
-    if (first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-    } else {
-      out = Buffer.allocUnsafe(n);
-      let filled = 0;
-      while (filled < n) {
-        const c = this.chunks[0]!;
-        const need = n - filled;
-        if (c.length <= need) {
-          c.copy(out, filled);
-          filled += c.length;
-          this.chunks.shift();
-        } else {
-          c.copy(out, filled, 0, need);
-          this.chunks[0] = c.subarray(need);
-          filled = n;
-        }
-      }
-    }
-    this.buffered -= n;
-    return out;
-  }
-
   private drain(out: StreamItem[]): void {
     if (this.header === null) {
       // Check the magic as soon as it can be seen, so a wrong input fails early.
-      if (this.buffered < HEADER_SIZE) {
-        const head = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+      if (this.queue.length < HEADER_SIZE) {
+        const head = this.queue.peek(this.queue.length);
         const magic = Buffer.from([0x89, 0x44, 0x52, 0x4a, 0x0d, 0x0a, 0x1a, 0x0a]);
         if (!magic.subarray(0, Math.min(8, head.length)).equals(head.subarray(0, Math.min(8, head.length)))) {
           throw new DrError('DR_BAD_MAGIC', 'not a drkit journal stream (bad magic)');
         }
         return;
       }
-      const hb = this.take(HEADER_SIZE);
+      const hb = this.queue.take(HEADER_SIZE);
       this.header = decodeHeader(hb);
       this.digest?.update(hb);
       this.offset = HEADER_SIZE;
@@ -240,15 +211,15 @@ export class StreamParser {
     }
     for (;;) {
       if (this.pendingHeader === null) {
-        if (this.buffered < RECORD_HEADER_SIZE) return;
-        const hb = this.take(RECORD_HEADER_SIZE);
+        if (this.queue.length < RECORD_HEADER_SIZE) return;
+        const hb = this.queue.take(RECORD_HEADER_SIZE);
         this.pendingHeaderBytes = hb;
         this.pendingHeader = decodeRecordHeader(hb);
         this.checkOrder(this.pendingHeader);
       }
       const h = this.pendingHeader;
-      if (this.buffered < h.payloadLength) return;
-      const payload = h.payloadLength === 0 ? Buffer.alloc(0) : this.take(h.payloadLength);
+      if (this.queue.length < h.payloadLength) return;
+      const payload = h.payloadLength === 0 ? Buffer.alloc(0) : this.queue.take(h.payloadLength);
       const hb = this.pendingHeaderBytes!;
       if (!recordCrcMatches(hb, h, [payload])) throw new DrError('DR_BAD_CHECKSUM', `record checksum mismatch (seq ${h.seq})`);
       const rec = decodePayload(h, payload, this.volumes);
@@ -267,7 +238,7 @@ export class StreamParser {
       else this.recordCount++;
       out.push(rec);
       if (this.ended) {
-        if (this.buffered > 0) throw new DrError('DR_TRAILING_DATA', 'data after the END record');
+        if (this.queue.length > 0) throw new DrError('DR_TRAILING_DATA', 'data after the END record');
         return;
       }
     }

@@ -26,6 +26,7 @@
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { DrError } from '../errors.js';
+import { ByteQueue } from '../format/byte-queue.js';
 
 export const FRAME_HEADER = 9;
 export const FRAME_MAX = 4 * 1024 * 1024;
@@ -134,20 +135,18 @@ export async function encodeFrames(raw: Buffer): Promise<Buffer[]> {
 
 /** Incremental frame decoder: compressed bytes in, raw stream bytes out. */
 export class FrameDecoder {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  private queue = new ByteQueue();
   /** raw bytes produced so far */
   rawBytes = 0;
   /** wire bytes consumed so far */
   wireBytes = 0;
 
   push(chunk: Buffer): Buffer[] {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
+    this.queue.push(chunk);
     const out: Buffer[] = [];
     for (;;) {
-      if (this.buffered < FRAME_HEADER) return out;
-      const head = this.peek(FRAME_HEADER);
+      if (this.queue.length < FRAME_HEADER) return out;
+      const head = this.queue.peek(FRAME_HEADER);
       const kind = head.readUInt8(0);
       const rawLen = head.readUInt32LE(1);
       const len = head.readUInt32LE(5);
@@ -155,9 +154,9 @@ export class FrameDecoder {
         || (kind === KIND_STORED && len !== rawLen) || (kind === KIND_ZEROS && len !== 0)) {
         throw new DrError('DR_BAD_RECORD', `bad compressed frame header at wire byte ${this.wireBytes} (kind ${kind}, ${rawLen} raw, ${len} packed bytes)`);
       }
-      if (this.buffered < FRAME_HEADER + len) return out;
-      this.skip(FRAME_HEADER);
-      const payload = this.takeCopy(len);
+      if (this.queue.length < FRAME_HEADER + len) return out;
+      this.queue.drop(FRAME_HEADER);
+      const payload = this.queue.take(len);
       let raw: Buffer;
       if (kind === KIND_STORED) raw = payload;
       else if (kind === KIND_ZEROS) raw = Buffer.alloc(rawLen);
@@ -178,50 +177,6 @@ export class FrameDecoder {
 
   /** Bytes of an incomplete frame held back. */
   get pendingBytes(): number {
-    return this.buffered;
-  }
-
-  private peek(n: number): Buffer {
-    const first = this.chunks[0]!;
-    if (first.length >= n) return first.subarray(0, n);
-    const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    for (const c of this.chunks) {
-      filled += c.copy(out, filled, 0, Math.min(c.length, n - filled));
-      if (filled === n) break;
-    }
-    return out;
-  }
-
-  private skip(n: number): void {
-    this.takeCopy(n);
-  }
-
-  private takeCopy(n: number): Buffer {
-    const first = this.chunks[0];
-    if (first && first.length >= n) {
-      const out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-      this.buffered -= n;
-      return out;
-    }
-    const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    while (filled < n) {
-      const c = this.chunks[0]!;
-      const need = n - filled;
-      if (c.length <= need) {
-        c.copy(out, filled);
-        filled += c.length;
-        this.chunks.shift();
-      } else {
-        c.copy(out, filled, 0, need);
-        this.chunks[0] = c.subarray(need);
-        filled = n;
-      }
-    }
-    this.buffered -= n;
-    return out;
+    return this.queue.length;
   }
 }

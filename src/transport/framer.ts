@@ -8,6 +8,7 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { DrError } from '../errors.js';
+import { ByteQueue } from '../format/byte-queue.js';
 import {
   HEADER_SIZE, RECORD_HEADER_SIZE, RecordType, decodeHeader, decodeRecordHeader, encodeHeader, encodeRecord,
   type StreamHeader,
@@ -36,20 +37,18 @@ export class RecordFramer {
   ended = false;
   /** bytes consumed */
   offset = 0;
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  private queue = new ByteQueue();
   private pending: { code: number; seq: number; time: number; headerBytes: Buffer; payloadLength: number } | null = null;
 
   /** Bytes held that do not yet form a whole record. */
   get pendingBytes(): number {
-    return this.buffered;
+    return this.queue.length;
   }
 
   push(chunk: Buffer, out: FramedItem[] = []): FramedItem[] {
     if (chunk.length === 0) return out;
     if (this.ended) throw new DrError('DR_TRAILING_DATA', `data after the END record at byte ${this.offset}`);
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
+    this.queue.push(chunk);
     try {
       this.drain(out);
     } catch (err) {
@@ -63,28 +62,12 @@ export class RecordFramer {
 
   /** Take n bytes as pieces (no copy unless `copy`). */
   private take(n: number, copy: boolean): Buffer[] {
-    const parts: Buffer[] = [];
-    let left = n;
-    while (left > 0) {
-      const c = this.chunks[0]!;
-      if (c.length <= left) {
-        parts.push(c);
-        this.chunks.shift();
-        left -= c.length;
-      } else {
-        parts.push(c.subarray(0, left));
-        this.chunks[0] = c.subarray(left);
-        left = 0;
-      }
-    }
-    this.buffered -= n;
-    if (copy && parts.length !== 1) return [Buffer.concat(parts, n)];
-    return parts;
+    return copy ? [this.queue.take(n)] : this.queue.takeParts(n);
   }
 
   private drain(out: FramedItem[]): void {
     if (this.header === null) {
-      if (this.buffered < HEADER_SIZE) return;
+      if (this.queue.length < HEADER_SIZE) return;
       const hb = this.take(HEADER_SIZE, true)[0]!;
       this.header = decodeHeader(hb);
       this.lastSeq = this.header.firstSeq - 1;
@@ -93,7 +76,7 @@ export class RecordFramer {
     }
     while (!this.ended) {
       if (this.pending === null) {
-        if (this.buffered < RECORD_HEADER_SIZE) return;
+        if (this.queue.length < RECORD_HEADER_SIZE) return;
         const headerBytes = this.take(RECORD_HEADER_SIZE, true)[0]!;
         const h = decodeRecordHeader(headerBytes);
         const unsequenced = h.code === RecordType.VOLUME || h.code === RecordType.END;
@@ -103,14 +86,14 @@ export class RecordFramer {
         this.pending = { code: h.code, seq: h.seq, time: h.time, headerBytes, payloadLength: h.payloadLength };
       }
       const p = this.pending;
-      if (this.buffered < p.payloadLength) return;
+      if (this.queue.length < p.payloadLength) return;
       const parts = [p.headerBytes, ...(p.payloadLength > 0 ? this.take(p.payloadLength, false) : [])];
       const record: RawRecord = { seq: p.seq, time: p.time, parts, length: RECORD_HEADER_SIZE + p.payloadLength };
       this.pending = null;
       this.offset += record.length;
       if (p.code === RecordType.END) {
         this.ended = true;
-        if (this.buffered > 0) throw new DrError('DR_TRAILING_DATA', 'data after the END record');
+        if (this.queue.length > 0) throw new DrError('DR_TRAILING_DATA', 'data after the END record');
         out.push({ kind: 'end', record });
       } else if (p.code === RecordType.VOLUME) {
         out.push({ kind: 'volume', record });
