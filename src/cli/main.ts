@@ -132,14 +132,26 @@ export function report(log: Logger, err: unknown): number {
   return e.exitCode;
 }
 
-/** Used by bin/ shims: run main, let stdout drain, exit with its status. */
+/**
+ * Used by bin/ shims: run main, let stdout drain, exit with its status. A command whose
+ * work stops without settling its promise (nothing left to run, nothing resolved) would
+ * otherwise exit 0 silently: that is reported as an internal error, status 3.
+ */
 export function exitWith(status: Promise<number>): void {
+  let settled = false;
+  process.once('beforeExit', () => {
+    if (settled) return;
+    process.stderr.write('drkit: internal error: the command stopped without finishing (nothing left to wait for)\n');
+    process.exit(EXIT.IO);
+  });
   status.then(
     (code) => {
+      settled = true;
       if (process.stdout.writableLength === 0) process.exit(code);
       process.stdout.write('', () => process.exit(code));
     },
     (err) => {
+      settled = true;
       process.stderr.write(`drkit: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
       process.exit(EXIT.IO);
     },
