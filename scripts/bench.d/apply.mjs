@@ -13,6 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StreamWriter } from '../../dist/format/codec.js';
+import { must, timed } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const KiB64 = 64 * 1024;
@@ -21,11 +22,6 @@ const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
 const root = new URL('../../', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'drkit-bench-apply-'));
 
-function must(cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', ...opts });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status} ${r.stderr ?? ''}`);
-  return r;
-}
 
 // Record i carries a 64 KiB slice of a random pool, so the data is not all alike.
 const pool = randomBytes(16 * MiB + KiB64);
@@ -74,15 +70,6 @@ for (let i = shuffled.length - 1; i > 0; i--) {
   [shuffled[i], shuffled[j]] = [shuffled[j], shuffled[i]];
 }
 
-function timed(cmd, args, stdinPath) {
-  const memFile = join(dir, 'mem.txt');
-  const stdin = stdinPath ? openSync(stdinPath, 'r') : 'ignore';
-  const t0 = process.hrtime.bigint();
-  must('/usr/bin/time', ['-f', '%M', '-o', memFile, cmd, ...args], { stdio: [stdin, 'ignore', 'pipe'] });
-  const s = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (typeof stdin === 'number') closeSync(stdin);
-  return { s, peak: Math.round(Number(readFileSync(memFile, 'utf8').trim().split('\n').pop()) / 1024) };
-}
 
 function fresh(target) {
   rmSync(target, { force: true });
@@ -107,7 +94,7 @@ try {
     let bestDd = null;
     for (let r = 0; r < rounds; r++) {
       fresh(target);
-      const a = timed(join(root, 'bin/dr-apply'), ['--target', target, '-q'], stream);
+      const a = timed(join(root, 'bin/dr-apply'), ['--target', target, '-q'], { stdinPath: stream });
       if (!best || a.s < best.s) best = a;
       fresh(target);
       const d = timed('dd', [`if=${raw}`, `of=${target}`, 'bs=64K', 'conv=fsync', 'status=none']);

@@ -19,6 +19,7 @@ import { pipeline } from 'node:stream/promises';
 import { S3Client, GetObjectCommand, CreateBucketCommand } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { StreamWriter } from '../../dist/format/codec.js';
+import { must, timed } from '../lib/bench.mjs';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const MiB = 1 << 20;
@@ -29,19 +30,7 @@ const PART = 16 * MiB;
 const QUEUE = 4;
 const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
 
-function must(cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * MiB, ...opts });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status} ${r.stderr ?? ''}`);
-  return r;
-}
 
-function timed(cmd, args, env) {
-  const memFile = join(dir, 'mem.txt');
-  const t0 = process.hrtime.bigint();
-  must('/usr/bin/time', ['-f', '%M', '-o', memFile, cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
-  const s = Number(process.hrtime.bigint() - t0) / 1e9;
-  return { s, peak: Math.round(Number(readFileSync(memFile, 'utf8').trim().split('\n').pop()) / 1024) };
-}
 
 /** The cluster: an existing endpoint, or test/helpers/ceph.ts in a child (TypeScript through tap's loader). */
 async function cluster() {
@@ -116,7 +105,7 @@ try {
     }
     peerUp = Math.min(peerUp, Number(process.hrtime.bigint() - t0) / 1e9);
     const [cmd, argv] = archiveArgv(['archive', storeDir, '--to', `s3://${bucket}/drkit${round}`, '--part-size', '16M', '--concurrency', String(QUEUE)]);
-    const x = timed(cmd, argv, c.env);
+    const x = timed(cmd, argv, { env: c.env });
     if (x.s < a.s) a = x;
   }
   console.log(JSON.stringify({
@@ -154,7 +143,7 @@ try {
   let dl = { s: Infinity, peak: 0 };
   let peerDown = Infinity;
   for (let round = 0; round < rounds; round++) {
-    const x = timed(process.execPath, [restoreScript, `s3://${bucket}/drkit${round}`, out, work], c.env);
+    const x = timed(process.execPath, [restoreScript, `s3://${bucket}/drkit${round}`, out, work], { env: c.env });
     if (x.s < dl.s) dl = x;
     rmSync(out, { force: true });
     const t1 = process.hrtime.bigint();

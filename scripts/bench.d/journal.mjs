@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StreamWriter } from '../../dist/format/codec.js';
+import { must, timed } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const root = new URL('../../', import.meta.url).pathname;
@@ -47,21 +48,8 @@ const size = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
 const dir = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), 'drkit-bench-journal-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 
-function must(cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * MiB, ...opts });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status} ${r.stderr ?? ''}`);
-  return r;
-}
 
 /** Run under /usr/bin/time: seconds and peak RSS in MiB. */
-function timed(cmd, args, opts = {}) {
-  const memFile = join(dir, 'mem.txt');
-  const t0 = process.hrtime.bigint();
-  const r = must('/usr/bin/time', ['-f', '%M %U %S', '-o', memFile, cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'], ...opts });
-  const s = Number(process.hrtime.bigint() - t0) / 1e9;
-  const [kb, user, sys] = readFileSync(memFile, 'utf8').trim().split('\n').pop().split(' ').map(Number);
-  return { s, peak: Math.round(kb / 1024), cpu: +(user + sys).toFixed(2), stderr: r.stderr };
-}
 
 function statfsRoom(path, bytes) {
   try {

@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StreamWriter } from '../../dist/format/codec.js';
+import { must, timed } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const BLOCK = 4096;
@@ -25,20 +26,7 @@ const root = new URL('../../', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'drkit-bench-restore-'));
 const bin = (c) => join(root, 'bin', c);
 
-function must(cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * MiB, ...opts });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status} ${r.stderr ?? ''}`);
-  return r;
-}
 
-function timed(cmd, args, opts = {}) {
-  const memFile = join(dir, 'mem.txt');
-  const t0 = process.hrtime.bigint();
-  must('/usr/bin/time', ['-f', '%M %U %S', '-o', memFile, cmd, ...args], { stdio: ['ignore', opts.stdout ?? 'ignore', 'pipe'] });
-  const s = Number(process.hrtime.bigint() - t0) / 1e9;
-  const [kb, user, sys] = readFileSync(memFile, 'utf8').trim().split('\n').pop().split(' ').map(Number);
-  return { s, peak: Math.round(kb / 1024), cpu: user + sys };
-}
 
 function best(f) {
   let b = null;

@@ -10,6 +10,7 @@ import { closeSync, copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, w
 import { randomBytes, randomInt } from 'node:crypto';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { must, timed } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const size = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
@@ -17,19 +18,6 @@ const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const root = new URL('../../', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'drkit-bench-scan-'));
 
-function timed(cmd, args) {
-  const memFile = join(dir, 'mem.txt');
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', '%M %U %S', '-o', memFile, cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
-  const s = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status} ${r.stderr}`);
-  const [kb, user, sys] = readFileSync(memFile, 'utf8').trim().split('\n').pop().split(' ').map(Number);
-  return { s, peak: Math.round(kb / 1024), cpu: user + sys };
-}
-function must(cmd, args) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status} ${r.stderr}`);
-}
 
 try {
   const img = join(dir, 'vol.img');

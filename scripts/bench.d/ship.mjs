@@ -35,6 +35,7 @@ writeFileSync(writerJs, `
 import { randomBytes } from 'node:crypto';
 import { JournalStore } from ${JSON.stringify(join(root, 'dist/store/index.js'))};
 import { StreamWriter } from ${JSON.stringify(join(root, 'dist/format/codec.js'))};
+import { must, timed } from '../lib/bench.mjs';
 const [dirArg, totalArg, rateArg, groupHex] = process.argv.slice(2);
 const total = Number(totalArg), rate = Number(rateArg); // bytes, bytes/s (0 = as fast as possible)
 const store = await JournalStore.open(dirArg, { create: true });
@@ -61,21 +62,7 @@ await a.close();
 await store.close();
 `);
 
-function must(cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * MiB, ...opts });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status} ${r.stderr ?? ''}`);
-  return r;
-}
 
-function timed(cmd, args, opts = {}) {
-  const memFile = join(dir, 'mem.txt');
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', '%M %U %S', '-o', memFile, cmd, ...args], { encoding: 'utf8', maxBuffer: 64 * MiB, ...opts });
-  const s = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status}\n${r.stderr}`);
-  const [kb, user, sys] = readFileSync(memFile, 'utf8').trim().split('\n').at(-1).split(' ').map(Number);
-  return { s, mib: Math.round(kb / 1024), cpu: user + sys, stderr: r.stderr };
-}
 
 const q = (s) => `'${s.replace(/'/g, `'\\''`)}'`;
 
@@ -131,7 +118,7 @@ try {
       bestPeer = Math.min(bestPeer, p);
       const d = ship(compress);
       if (d.lastSeq !== srcLast) throw new Error(`replica ends at seq ${d.lastSeq}, source at ${srcLast}`);
-      log(`${compress ? '--compress' : 'plain'} round ${i + 1}: dr-ship ${d.s.toFixed(2)} s (${d.mib} MiB peak, ${(d.done.wire_bytes / MiB).toFixed(0)} MiB on the wire), cat|ssh ${p.toFixed(2)} s`);
+      log(`${compress ? '--compress' : 'plain'} round ${i + 1}: dr-ship ${d.s.toFixed(2)} s (${d.peak} MiB peak, ${(d.done.wire_bytes / MiB).toFixed(0)} MiB on the wire), cat|ssh ${p.toFixed(2)} s`);
       if (!best || d.s < best.s) best = d;
     }
     console.log(JSON.stringify({
@@ -142,7 +129,7 @@ try {
       peer_s: +bestPeer.toFixed(3),
       ratio: +(bestPeer / best.s).toFixed(3),
       higher_is_better: true,
-      drkit_peak_mib: best.mib,
+      drkit_peak_mib: best.peak,
       bytes: segBytes,
       note: `receiver appends, fdatasyncs and acks (the peer does not sync); ${(best.done.wire_bytes / MiB).toFixed(0)} MiB on the wire; `
         + `CPU of dr-ship send + its ssh client ${best.cpu.toFixed(1)} s; load average ${loadavg()[0].toFixed(1)} on ${availableParallelism()} CPUs; best of ${rounds}`,

@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, openSync, writeSync, clo
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { must } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const size = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
@@ -17,11 +18,6 @@ const root = new URL('../../', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'drkit-bench-tap-'));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function must(cmd, args) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
 
 async function waitFor(path, proc) {
   const t0 = Date.now();

@@ -8,6 +8,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync, copy
 import { randomBytes } from 'node:crypto';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { timed } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const size = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
@@ -15,15 +16,6 @@ const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const root = new URL('../../', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'drkit-bench-verify-'));
 
-function timed(cmd, args, okStatus = [0]) {
-  const memFile = join(dir, 'mem.txt');
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', '%M %U %S', '-o', memFile, cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
-  const s = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (!okStatus.includes(r.status)) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status} ${r.stderr}`);
-  const [kb, user, sys] = readFileSync(memFile, 'utf8').trim().split('\n').pop().split(' ').map(Number);
-  return { s, peak: Math.round(kb / 1024), cpu: user + sys };
-}
 
 function best(fn) {
   let b = null;

@@ -1,0 +1,36 @@
+// Shared by scripts/bench.d/*: run a command (must), and run one under GNU time for its
+// wall time, peak memory and CPU time (timed).
+import { spawnSync } from 'node:child_process';
+import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const MiB = 1 << 20;
+
+/** Run a command; throw with its stderr unless it exits 0. */
+export function must(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * MiB, ...opts });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status} ${r.stderr ?? ''}`);
+  return r;
+}
+
+/**
+ * Run a command under /usr/bin/time. opts: stdio (default: no stdin, stdout ignored, stderr
+ * kept), stdinPath (a file as stdin), env (added to the environment), okStatus (default [0]).
+ * Returns { s: wall seconds, peak: peak RSS in MiB, cpu: user+sys seconds, stderr }.
+ */
+export function timed(cmd, args, opts = {}) {
+  const memFile = join(tmpdir(), `drkit-bench-time-${process.pid}.txt`);
+  const stdin = opts.stdinPath ? openSync(opts.stdinPath, 'r') : 'ignore';
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync('/usr/bin/time', ['-f', '%M %U %S', '-o', memFile, cmd, ...args], {
+    encoding: 'utf8', maxBuffer: 64 * MiB, stdio: opts.stdio ?? [stdin, 'ignore', 'pipe'],
+    env: opts.env ? { ...process.env, ...opts.env } : process.env,
+  });
+  const s = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (typeof stdin === 'number') closeSync(stdin);
+  if (!(opts.okStatus ?? [0]).includes(r.status)) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status}\n${r.stderr ?? ''}`);
+  const [kb, user, sys] = readFileSync(memFile, 'utf8').trim().split('\n').at(-1).split(' ').map(Number);
+  rmSync(memFile, { force: true });
+  return { s, peak: Math.round(kb / 1024), cpu: +(user + sys).toFixed(2), stderr: r.stderr ?? '' };
+}
