@@ -43,7 +43,7 @@ t.test('kill -9 of dr-apply --journal at random instants while the store grows',
 
   const rep = join(work, 'replica');
   await runBin('mkdir', ['-p', rep]);
-  const kills = rounds(16, 150);
+  const kills = rounds(22, 150);
   const chunks = Math.max(1, Math.floor(kills / 2));
   let appended = third - 1;
   let killed = 0;

@@ -94,7 +94,7 @@ t.test('kill -9 of dr-tap nbd during qemu-io / nbdcopy batches: every flushed wr
     return { done: client('qemu-io', ['-f', 'raw', uri, ...cmds, '-c', 'flush']), copyData: null };
   };
 
-  const kills = rounds(12, 110);
+  const kills = rounds(14, 110);
   let killed = 0;
   let acked = 0;
   const history: string[] = [];
