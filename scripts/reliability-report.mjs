@@ -54,7 +54,7 @@ const cpu = existsSync(cpuFile) ? readFileSync(cpuFile, 'utf8').trim().split('\n
 const cpuSeconds = cpu && cpu.length === 2 && cpu.every(Number.isFinite) ? cpu[0] + cpu[1] : null;
 const rows = existsSync(report) ? readFileSync(report, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
 rmSync(work, { recursive: true, force: true });
-const keys = ['kills', 'breaks', 'malformed', 'bytesCompared', 'lost', 'checks'];
+const keys = ['kills', 'breaks', 'malformed', 'bytesCompared', 'lost', 'checks', 'divergedUnacked'];
 const total = Object.fromEntries(keys.map((k) => [k, rows.reduce((n, r) => n + (r[k] ?? 0), 0)]));
 const commit = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim();
 const usedSeed = rows[0]?.seed ?? seed ?? '(default)';
@@ -161,6 +161,17 @@ const FINDINGS = `
 - Fixed (commit b1f4e85, regression: \`hostile-files.test.ts\` schedules "an RPO of 400
   digits", seed 20261121): \`parseDuration\` turned a duration too large for a number into
   Infinity and accepted it (a schedule RPO, \`--keep\`, \`--rpo\`); it is now refused.
+- Known bug, not fixed (too large for this issue): after a \`kill -9\` of \`dr-tap nbd\`
+  during writes, the backing file can hold bytes of a write the client never saw
+  acknowledged that the journal does not have; the restarted tap repairs the backing file
+  only forward from the journal, so the volume and every replica differ in those bytes
+  until they are written again. No acknowledged byte is affected (checked). Seen with
+  seed 20261121 and 14 tap kills: \`DRKIT_RELIABILITY_SEED=20261121 npx tap
+  test/reliability/crash-tap.test.ts\` (the figure above counts such bytes). Likely cause:
+  journal records still buffered in the tap process when it dies while the backing write
+  already reached the page cache; a fix is to roll the backing file back to the journal on
+  restart for the unflushed tail, or to make the journal bytes reach the file before the
+  backing write.
 - Known, not changed: \`dr-verify stream\` exits 2 for a truncated stream (DR_TRUNCATED is 3
   in the CODES table); its man page documents 2 for any invalid stream. A schedule error
   repeats the whole bad field, so a huge field makes a huge error line, and an error line of
@@ -190,6 +201,7 @@ lines.push(`| transport breaks survived (ssh / receiver / sender killed) | ${tot
 lines.push(`| malformed inputs tried (streams, NBD sessions, manifests, schedules, names) | ${total.malformed} |`);
 lines.push(`| bytes compared with independent references | ${total.bytesCompared} (${mib(total.bytesCompared)}) |`);
 lines.push(`| acknowledged data lost | **${total.lost}** |`);
+lines.push(`| unacknowledged bytes on the tap's backing file but not in its journal after a kill (known bug, below) | ${total.divergedUnacked} |`);
 lines.push('');
 lines.push('| area | what | kills | breaks | malformed | compared | lost |');
 lines.push('|---|---|---:|---:|---:|---:|---:|');
