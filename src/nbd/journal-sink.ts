@@ -28,6 +28,8 @@ export interface JournalSink {
   readonly nextSeq: number;
   /** Encode and write one record now (synchronously); returns it with its seq and time. */
   append(input: RecordInput): SequencedRecord;
+  /** Hand every record appended so far to the kernel, so a crash of this process cannot lose it (no fsync). */
+  handOff(): void;
   /** Make every record appended so far durable. */
   sync(): Promise<void>;
   /** Finish the journal (the END trailer of a stream) and release it. */
@@ -109,6 +111,10 @@ export class StreamSink implements JournalSink {
     return record;
   }
 
+  handOff(): void {
+    // every record was written to the descriptor as it was appended
+  }
+
   async sync(): Promise<void> {
     if (this.failed) throw this.failed;
     // A pipe has nothing to sync: durability is the reader's (dr-journal append, dr-ship) once it has the bytes.
@@ -175,6 +181,14 @@ export class StoreSink implements JournalSink {
       throw err instanceof DrError ? err : fromSystemError(err, `appending to ${this.what}`);
     }
     return record;
+  }
+
+  handOff(): void {
+    try {
+      this.appender.handOff();
+    } catch (err) {
+      throw err instanceof DrError ? err : fromSystemError(err, `writing ${this.what}`);
+    }
   }
 
   sync(): Promise<void> {

@@ -190,6 +190,22 @@ export class Tap {
     }
   }
 
+  /**
+   * The journal's bytes reach the kernel before the backing store's: after a crash of this
+   * process the backing store never holds a write the journal lacks (the restart rolls the
+   * backing store forward from the journal; it cannot roll back).
+   */
+  private handOff(): void {
+    if (this.fatal) throw this.fatal;
+    try {
+      this.sink.handOff();
+    } catch (err) {
+      const e = err instanceof DrError ? err : fromSystemError(err, `writing ${this.sink.what}`);
+      this.die(e);
+      throw e;
+    }
+  }
+
   private die(e: DrError): void {
     if (this.fatal) return;
     // every later request fails with this error; clients see ENOSPC for a full disk, else EIO
@@ -214,6 +230,7 @@ export class Tap {
       }
       off += p.length;
     }
+    this.handOff();
     this.applyBacking(v, data, offset);
     this.stats.writes++;
     this.stats.writeBytes += length;
@@ -223,6 +240,7 @@ export class Tap {
   zero(v: BackingVolume, offset: number, length: number, discard: boolean, fua: boolean): void | Promise<void> {
     this.ensureBaseline(v, offset, length);
     this.append({ type: 'zero', volume: v.index, offset, length, discard });
+    this.handOff();
     for (let off = offset; off < offset + length;) {
       const n = Math.min(offset + length - off, 64 * ZEROES.length);
       const bufs: Buffer[] = [];

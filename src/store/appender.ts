@@ -31,6 +31,12 @@ export interface Appender {
   readonly nextSeq: number;
   /** Append one record synchronously; false when it was already stored (and identical). */
   append(rec: SequencedRecord, encoded?: Buffer[]): boolean;
+  /**
+   * Hand every staged record to the kernel (a write, no fsync): after it, a crash of this
+   * process loses none of them (a power loss still may, until sync). A writer that must
+   * never let another file get ahead of the journal (dr-tap's backing stores) calls it first.
+   */
+  handOff(): void;
   /** Make everything appended durable: fdatasync data, then the durable hint. */
   sync(): Promise<void>;
   syncSync(): void;
@@ -201,6 +207,15 @@ export class StoreAppender implements Appender {
     this.nextSeq = rec.seq + 1;
     this.lastTime = rec.time;
     return true;
+  }
+
+  handOff(): void {
+    this.check();
+    try {
+      this.flushStaged();
+    } catch (err) {
+      throw this.failed ?? this.fail(err, `cannot append to ${this.store.dir}`);
+    }
   }
 
   private stage(parts: Buffer[], len: number): void {
