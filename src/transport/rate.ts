@@ -1,8 +1,9 @@
 /**
  * A token bucket for the bytes written to the transport. Tokens accrue at `rate`
- * bytes per second up to a burst of a quarter second's worth; a write of n bytes
- * takes n tokens and waits while the bucket is in debt. The bucket starts empty,
- * so the average rate over any run is within a burst of the limit.
+ * bytes per second up to a burst of 1/20 s worth (one write chunk); a write of n bytes
+ * takes n tokens and waits while the bucket is in debt. The bucket starts empty and an
+ * idle spell (connecting, waiting for records) earns at most one chunk, so even a short
+ * transfer stays within a few percent of the limit.
  */
 export class TokenBucket {
   private tokens = 0;
@@ -28,7 +29,7 @@ export class TokenBucket {
   }
 
   private get burst(): number {
-    return Math.max(this.rate / 4, 16 * 1024);
+    return Math.max(this.rate / 20, 16 * 1024);
   }
 
   private refill(): void {
