@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN } from './run.js';
 import { CODES, type DrCode } from '../../src/errors.js';
+import { mulberry32Float } from './random.js';
 
 export const SOAK = process.env.DRKIT_SOAK === '1';
 export const BASE_SEED = Number(process.env.DRKIT_RELIABILITY_SEED ?? 20261121);
@@ -31,16 +32,7 @@ export function seedFor(area: string): number {
 }
 
 /** mulberry32 as floats in [0, 1). */
-export function rand(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rand = mulberry32Float;
 
 /** How to replay: put in every assertion message. */
 export const replay = (area: string, extra = ''): string =>

@@ -9,21 +9,13 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { StreamParser, StreamWriter, type RecordInput } from '../../src/format/codec.js';
 import type { SequencedRecord, StreamHeader, VolumeRecord } from '../../src/format/layout.js';
+import { mulberry32Float } from './random.js';
 
 export const ROOT = path.resolve(new URL('../..', import.meta.url).pathname);
 export const BIN = path.join(ROOT, 'bin', 'dr-journal');
 
-/** mulberry32: small, fast, good enough for test data. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 as floats in [0, 1). */
+export const rng = mulberry32Float;
 
 export interface GenVolume { name: string; size: number; blockSize?: number }
 export interface GenOptions {

@@ -35,6 +35,7 @@
 import { createHash } from 'node:crypto';
 import { StreamWriter, type RecordInput } from '../../src/format/codec.js';
 import type { MarkKind, SequencedRecord } from '../../src/format/layout.js';
+import { mulberry32 } from './random.js';
 
 export interface WorkloadVolume { name: string; size: number; blockSize: number; id: Buffer }
 
@@ -70,17 +71,8 @@ export interface Workload {
   truncated(bytes: number): Buffer;
 }
 
-/** mulberry32: small, fast, good enough for test data. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
+/** mulberry32: () => uint32. */
+export const rng = mulberry32;
 
 const DEFAULT_T0 = 1_795_000_000_000_000;
 const UNKNOWN_IGNORABLE = 0x8000 | 0x0123;
