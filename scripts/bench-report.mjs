@@ -1,7 +1,7 @@
 // Runs scripts/bench.d/<area>.mjs one after another (never in parallel: they share two
 // cores), collects their NDJSON figures and writes docs/BENCHMARKS.md and docs/benchmarks.svg.
 import { spawnSync } from 'node:child_process';
-import { readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 
 const areas = process.argv.slice(2);
@@ -20,6 +20,13 @@ for (const f of files) {
   process.stderr.write(`bench: ${f} done in ${((Date.now() - started) / 1000).toFixed(0)}s\n`);
 }
 
+// Areas not run this time keep their figures from the last run (docs/benchmarks.json).
+const ran = new Set(files.map((f) => f.replace(/\.mjs$/, '')));
+const previous = existsSync('docs/benchmarks.json') ? JSON.parse(readFileSync('docs/benchmarks.json', 'utf8')) : [];
+figures.unshift(...previous.filter((x) => !ran.has(x.area)));
+figures.sort((x, y) => (x.area < y.area ? -1 : x.area > y.area ? 1 : 0));
+writeFileSync('docs/benchmarks.json', JSON.stringify(figures, null, 1) + '\n');
+
 const sizeMiB = Number(process.env.BENCH_SIZE_MIB ?? 1024);
 const fmt = (v, d = 2) => (typeof v === 'number' ? v.toFixed(d) : '');
 const rows = figures.map((x) => `| ${x.area} | ${x.name} | ${fmt(x.drkit_s)} | ${x.peer ?? ''} | ${fmt(x.peer_s)} | ${x.ratio === undefined ? '' : `**${fmt(x.ratio)}x**`} | ${x.drkit_peak_mib ?? ''} | ${x.note ?? ''} |`);
@@ -31,7 +38,8 @@ Each drkit figure is measured in the same run as its peer, on the same files and
 **ratio** = peer time / drkit time: above 1 drkit is faster, below 1 slower. Peak memory is
 the drkit process's maximum resident set (GNU time %M).
 
-Rerun: \`scripts/bench\` (all areas, a few minutes) or \`scripts/bench tap journal\` (some areas);
+Rerun: \`scripts/bench\` (all areas, about ten minutes) or \`scripts/bench tap journal\` (some areas; the
+others keep their figures from docs/benchmarks.json);
 \`BENCH_SIZE_MIB=256 scripts/bench\` for a quick look.
 
 | area | operation | drkit s | peer | peer s | ratio | drkit peak MiB | note |

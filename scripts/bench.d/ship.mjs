@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { startSshd } from '../lib/sshd.mjs';
+import { must, timed } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const size = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
@@ -35,7 +36,6 @@ writeFileSync(writerJs, `
 import { randomBytes } from 'node:crypto';
 import { JournalStore } from ${JSON.stringify(join(root, 'dist/store/index.js'))};
 import { StreamWriter } from ${JSON.stringify(join(root, 'dist/format/codec.js'))};
-import { must, timed } from '../lib/bench.mjs';
 const [dirArg, totalArg, rateArg, groupHex] = process.argv.slice(2);
 const total = Number(totalArg), rate = Number(rateArg); // bytes, bytes/s (0 = as fast as possible)
 const store = await JournalStore.open(dirArg, { create: true });

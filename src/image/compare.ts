@@ -32,6 +32,23 @@ export interface CompareReport {
 
 export const DEFAULT_COMPARE_CHUNK = 4096;
 
+function report(
+  a: { name: string; size: number }, b: { name: string; size: number }, compared: number, chunk: number,
+  ranges: RangeList, exact: boolean, t0: number,
+): CompareReport {
+  const sizesDiffer = a.size !== b.size;
+  return {
+    equal: !sizesDiffer && ranges.count === 0,
+    a, b, compared, sizesDiffer, chunk,
+    ranges: ranges.kept,
+    rangeCount: ranges.count,
+    rangesTruncated: ranges.truncated,
+    differentBytes: ranges.bytes,
+    exact,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
 export async function compareImages(a: string, b: string, opts: { chunk?: number; maxRanges?: number } = {}): Promise<CompareReport> {
   const t0 = performance.now();
   const chunk = opts.chunk ?? DEFAULT_COMPARE_CHUNK;
@@ -56,21 +73,7 @@ export async function compareImages(a: string, b: string, opts: { chunk?: number
   } finally {
     await pool.close();
   }
-  const sizesDiffer = ha.size !== hb.size;
-  return {
-    equal: !sizesDiffer && ranges.count === 0,
-    a: { name: a, size: ha.size },
-    b: { name: b, size: hb.size },
-    compared: common,
-    sizesDiffer,
-    chunk,
-    ranges: ranges.kept,
-    rangeCount: ranges.count,
-    rangesTruncated: ranges.truncated,
-    differentBytes: ranges.bytes,
-    exact: true,
-    seconds: (performance.now() - t0) / 1000,
-  };
+  return report({ name: a, size: ha.size }, { name: b, size: hb.size }, common, chunk, ranges, true, t0);
 }
 
 export interface ManifestCompareOptions {
@@ -133,20 +136,5 @@ export async function compareWithManifest(
     await pool.close();
     manifest.destroy();
   }
-  const sizesDiffer = h.size !== m.volumeSize;
-  return {
-    equal: !sizesDiffer && ranges.count === 0,
-    a: { name: image, size: h.size },
-    b: { name: manifestName, size: m.volumeSize },
-    compared: common,
-    sizesDiffer,
-    chunk,
-    ranges: ranges.kept,
-    rangeCount: ranges.count,
-    rangesTruncated: ranges.truncated,
-    differentBytes: ranges.bytes,
-    exact: false,
-    seconds: (performance.now() - t0) / 1000,
-    manifest: m,
-  };
+  return { ...report({ name: image, size: h.size }, { name: manifestName, size: m.volumeSize }, common, chunk, ranges, false, t0), manifest: m };
 }
