@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StreamWriter } from '../../dist/format/codec.js';
-import { must, timed } from '../lib/bench.mjs';
+import { must, timed, streamFile } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const KiB64 = 64 * 1024;
@@ -29,20 +29,8 @@ const dataFor = (block) => pool.subarray((block * 4096 * 7) % (16 * MiB), (block
 
 function writeStream(path, order, flushEvery) {
   const w = new StreamWriter({ groupId: randomBytes(16), firstSeq: 1 });
-  const fd = openSync(path, 'w');
-  const out = [];
-  let pending = 0;
-  const put = (parts) => {
-    for (const p of parts) {
-      out.push(p);
-      pending += p.length;
-    }
-    if (pending >= 8 * MiB) {
-      writeSync(fd, Buffer.concat(out));
-      out.length = 0;
-      pending = 0;
-    }
-  };
+  const file = streamFile(path);
+  const put = (parts) => file.put(parts);
   put([w.start()]);
   put(w.volume({ name: 'disk0', size, blockSize: 4096, id: randomBytes(16) }));
   let bytes = 0;
@@ -52,8 +40,7 @@ function writeStream(path, order, flushEvery) {
     if (flushEvery && bytes % flushEvery === 0) put(w.record({ type: 'flush' }).parts);
   }
   put(w.end());
-  writeSync(fd, Buffer.concat(out));
-  closeSync(fd);
+  file.close();
 }
 
 function writeRaw(path) {

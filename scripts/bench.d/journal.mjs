@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StreamWriter } from '../../dist/format/codec.js';
-import { must, timed } from '../lib/bench.mjs';
+import { must, timed, streamFile } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const root = new URL('../../', import.meta.url).pathname;
@@ -71,21 +71,9 @@ function emit(o) {
 /** A stream of `bytes` MiB of random 4 KiB writes over a volume of `volSize`. */
 function writeStream(path, bytes, volSize) {
   const w = new StreamWriter({ groupId: randomBytes(16), firstSeq: 1 });
-  const fd = openSync(path, 'w');
+  const file = streamFile(path);
+  const put = (parts) => file.put(parts);
   const pool = randomBytes(8 * MiB + 4096);
-  const out = [];
-  let pending = 0;
-  const put = (parts) => {
-    for (const p of parts) {
-      out.push(p);
-      pending += p.length;
-    }
-    if (pending >= 8 * MiB) {
-      writeSync(fd, Buffer.concat(out));
-      out.length = 0;
-      pending = 0;
-    }
-  };
   put([w.start()]);
   put(w.volume({ name: 'vol', size: volSize, blockSize: 4096, id: randomBytes(16) }));
   const blocks = volSize / 4096;
@@ -99,9 +87,7 @@ function writeStream(path, bytes, volSize) {
     if (i % 1024 === 1023) put(w.record({ type: 'flush' }).parts);
   }
   put(w.end());
-  writeSync(fd, Buffer.concat(out));
-  fsyncSync(fd);
-  closeSync(fd);
+  file.close(true);
   return n;
 }
 

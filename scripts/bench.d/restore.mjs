@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StreamWriter } from '../../dist/format/codec.js';
-import { must, timed } from '../lib/bench.mjs';
+import { must, timed, streamFile } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const BLOCK = 4096;
@@ -42,20 +42,8 @@ const pool = randomBytes(64 * MiB);
 /** A stream of `bytes` of random 4 KiB writes over the volume, a MARK "near-end" 64 records before the end. */
 function writeJournal(path, bytes) {
   const w = new StreamWriter({ groupId: randomBytes(16), firstSeq: 1 });
-  const fd = openSync(path, 'w');
-  const out = [];
-  let pending = 0;
-  const put = (parts) => {
-    for (const p of parts) {
-      out.push(p);
-      pending += p.length;
-    }
-    if (pending >= 8 * MiB) {
-      writeSync(fd, Buffer.concat(out));
-      out.length = 0;
-      pending = 0;
-    }
-  };
+  const file = streamFile(path);
+  const put = (parts) => file.put(parts);
   put([w.start()]);
   put(w.volume({ name: 'disk0', size: volSize, blockSize: BLOCK, id: randomBytes(16) }));
   const n = bytes / BLOCK;
@@ -68,8 +56,7 @@ function writeJournal(path, bytes) {
     if (i % 4096 === 4095) put(w.record({ type: 'flush' }).parts);
   }
   put(w.end());
-  writeSync(fd, Buffer.concat(out));
-  closeSync(fd);
+  file.close();
 }
 
 function writeImage(path) {

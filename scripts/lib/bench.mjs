@@ -1,7 +1,7 @@
 // Shared by scripts/bench.d/*: run a command (must), and run one under GNU time for its
 // wall time, peak memory and CPU time (timed).
 import { spawnSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -33,4 +33,30 @@ export function timed(cmd, args, opts = {}) {
   const [kb, user, sys] = readFileSync(memFile, 'utf8').trim().split('\n').at(-1).split(' ').map(Number);
   rmSync(memFile, { force: true });
   return { s, peak: Math.round(kb / 1024), cpu: +(user + sys).toFixed(2), stderr: r.stderr ?? '' };
+}
+
+/** A stream file written in 8 MiB pieces: put(parts) as the StreamWriter makes them, close(fsync?). */
+export function streamFile(path) {
+  const fd = openSync(path, 'w');
+  const out = [];
+  let pending = 0;
+  const write = () => {
+    writeSync(fd, Buffer.concat(out));
+    out.length = 0;
+    pending = 0;
+  };
+  return {
+    put(parts) {
+      for (const p of parts) {
+        out.push(p);
+        pending += p.length;
+      }
+      if (pending >= 8 * MiB) write();
+    },
+    close(fsync = false) {
+      write();
+      if (fsync) fsyncSync(fd);
+      closeSync(fd);
+    },
+  };
 }
