@@ -4,7 +4,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, chmodSync, existsSync, readFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 
 const SSHD = ['/usr/sbin/sshd', '/usr/bin/sshd'].find((p) => existsSync(p));
@@ -72,7 +72,7 @@ export async function startSshd(opts = {}) {
   }
   const ssh = ['ssh', '-T', '-i', join(dir, 'user_key'), '-p', String(port),
     '-o', 'UserKnownHostsFile=/dev/null', '-o', 'StrictHostKeyChecking=no', '-o', 'BatchMode=yes', '-o', 'LogLevel=ERROR',
-    'root@127.0.0.1'];
+    '-o', 'ConnectTimeout=5', `${userInfo().username}@127.0.0.1`];
   return {
     port,
     dir,
@@ -81,7 +81,8 @@ export async function startSshd(opts = {}) {
     async stop() {
       if (proc.exitCode === null) {
         proc.kill('SIGTERM');
-        await exited;
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 3000))]);
+        if (proc.exitCode === null) proc.kill('SIGKILL');
       }
       rmSync(dir, { recursive: true, force: true });
     },
