@@ -81,6 +81,7 @@ export async function parallelReader(main: PointInTimeReader, dir: string, jobs:
       return best.read(volume, offset, length);
     },
     allocated: (volume) => main.allocated(volume),
+    sources: (volume, offset, length) => main.sources(volume, offset, length),
     release: async () => {
       await Promise.all(workers.map((w) => w.worker.terminate()));
     },

@@ -24,6 +24,14 @@ export interface PointInTimeReader {
   read(volume: number, offset: number, length: number): Promise<Buffer>;
   /** ranges that may be non-zero (for sparse output), in order */
   allocated(volume: number): AsyncIterable<{ offset: number; length: number }>;
+  /**
+   * The byte ranges of local files (segment data files, base images; absolute paths)
+   * that a read of [offset, offset+length) would pread, coalesced where adjacent, in no
+   * particular order; blocks served as zeroes need none. Needs only the index files and
+   * base maps (opening the reader reads no segment data of sealed segments), so the data
+   * can be fetched before it is read.
+   */
+  sources(volume: number, offset: number, length: number): Array<{ file: string; pos: number; length: number }>;
   release(): Promise<void>;
 }
 
@@ -32,6 +40,9 @@ const CHUNK = 1 << CHUNK_BITS;
 /** block states (in `src`): 0 = not written in the window (base), -1 = zeroes, -2 = partial, n > 0 = data in segment slot n-1 */
 const ZERO = -1;
 const PARTIAL = -2;
+/** run sources of walk() other than a segment slot */
+const ZERO_SOURCE = -1;
+const BASE_SOURCE = -2;
 
 interface Piece { slot: number; pos: number; start: number; end: number }
 interface Partial { pieces: Piece[]; floor: { slot: number; pos: number } | null }
@@ -121,6 +132,8 @@ class PitReader implements PointInTimeReader {
   private readonly slots: Slot[] = [];
   private readonly baseFds: Array<number | null> = [];
   private readonly baseMaps: Array<Uint8Array | null> = [];
+  /** absolute path of each volume's open base image (null: none, zeroes) */
+  private readonly basePaths: Array<string | null> = [];
   private lease: Lease = Lease.none();
   private released = false;
   /** the whole block map is resolved (built in the background after open) */
@@ -150,16 +163,26 @@ class PitReader implements PointInTimeReader {
       if (gen === 0) {
         this.baseFds.push(null);
         this.baseMaps.push(new Uint8Array(0));
+        this.basePaths.push(null);
         continue;
       }
       const f = baseFiles(store.dir, v.index, gen);
       try {
-        this.baseFds.push(fs.openSync(f.img, 'r'));
-        this.baseMaps.push(readBaseMap(f.map, v.size));
+        const fd = fs.openSync(f.img, 'r');
+        this.baseFds.push(fd); // pushed at once: release() closes it if reading the map fails
+        try {
+          this.baseMaps.push(readBaseMap(f.map, v.size));
+        } catch (err) {
+          this.baseFds.pop();
+          fs.closeSync(fd);
+          throw err;
+        }
+        this.basePaths.push(path.resolve(f.img));
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(err, `cannot open base image ${f.img}`);
         this.baseFds.push(null); // a volume added after the last prune has no base: zeroes
         this.baseMaps.push(new Uint8Array(0));
+        this.basePaths.push(null);
       }
     }
     for (const s of segs) {
@@ -232,8 +255,8 @@ class PitReader implements PointInTimeReader {
     return out;
   }
 
-  /** A read before the block map is complete: resolve just this range, newest segment first, through the sorted extent tables. */
-  private readEarly(volume: number, offset: number, length: number): Buffer {
+  /** Before the block map is complete: resolve just the blocks of [offset, offset+length), newest segment first, through the sorted extent tables. */
+  private resolveEarly(volume: number, offset: number, length: number): BlockMap {
     const v = this.volumes[volume]!;
     const bs = v.blockSize;
     const ws = Math.floor(offset / bs) * bs;
@@ -254,7 +277,7 @@ class PitReader implements PointInTimeReader {
         local.apply(i, cs, ce - cs, pos < 0 ? -1 : pos + (cs - off));
       }
     }
-    return this.readSync(volume, offset, length, local);
+    return local;
   }
 
   private checkRange(volume: number, offset: number, length: number): BlockMap {
@@ -272,15 +295,69 @@ class PitReader implements PointInTimeReader {
     this.checkRange(volume, offset, length);
     if (!this.ready) {
       await Promise.race([this.building, new Promise((resolve) => setImmediate(resolve))]);
-      if (!this.ready) return this.readEarly(volume, offset, length);
+      if (!this.ready) return this.readSync(volume, offset, length, this.resolveEarly(volume, offset, length));
     }
     return this.readSync(volume, offset, length);
   }
 
   readSync(volume: number, offset: number, length: number, given?: BlockMap): Buffer {
     const checked = this.checkRange(volume, offset, length);
-    const map = given ?? checked;
     const out = Buffer.allocUnsafe(length);
+    this.walk(volume, offset, length, given ?? checked, (at, n, src, pos) => {
+      const dst = out.subarray(at - offset, at - offset + n);
+      if (src === ZERO_SOURCE) dst.fill(0);
+      else if (src === BASE_SOURCE) this.readBase(volume, pos, dst);
+      else this.pread(this.slots[src]!, pos, n, dst);
+    });
+    return out;
+  }
+
+  sources(volume: number, offset: number, length: number): Array<{ file: string; pos: number; length: number }> {
+    const checked = this.checkRange(volume, offset, length);
+    const map = this.ready ? checked : this.resolveEarly(volume, offset, length);
+    const byFile = new Map<string, Array<{ pos: number; end: number }>>();
+    const add = (file: string, pos: number, n: number): void => {
+      let list = byFile.get(file);
+      if (!list) byFile.set(file, (list = []));
+      list.push({ pos, end: pos + n });
+    };
+    this.walk(volume, offset, length, map, (at, n, src, pos) => {
+      if (src === ZERO_SOURCE) return;
+      if (src !== BASE_SOURCE) return add(path.resolve(this.slots[src]!.data), pos, n);
+      const file = this.basePaths[volume];
+      if (!file) return;
+      // only the regions the base holds data in are read
+      const bmap = this.baseMaps[volume] ?? null;
+      for (let cur = pos; cur < pos + n;) {
+        const region = Math.floor(cur / REGION);
+        const e = Math.min(pos + n, (region + 1) * REGION);
+        if (regionSet(bmap, region)) add(file, cur, e - cur);
+        cur = e;
+      }
+    });
+    const out: Array<{ file: string; pos: number; length: number }> = [];
+    for (const [file, list] of byFile) {
+      list.sort((a, b) => a.pos - b.pos);
+      let cur = list[0]!;
+      for (const r of list.slice(1)) {
+        if (r.pos <= cur.end) cur.end = Math.max(cur.end, r.end);
+        else {
+          out.push({ file, pos: cur.pos, length: cur.end - cur.pos });
+          cur = r;
+        }
+      }
+      out.push({ file, pos: cur.pos, length: cur.end - cur.pos });
+    }
+    return out;
+  }
+
+  /**
+   * Where the bytes of [offset, offset+length) come from, in runs: visit(at, n, src, pos)
+   * with src a slot index (n bytes at segment position pos), BASE_SOURCE (the base
+   * image at volume offset pos) or ZERO_SOURCE. Visits of one partial block come oldest
+   * first and overlap: a later visit's bytes replace an earlier one's.
+   */
+  private walk(volume: number, offset: number, length: number, map: BlockMap, visit: (at: number, n: number, src: number, pos: number) => void): void {
     const bs = map.bs;
     const end = offset + length;
     let cur = offset;
@@ -289,11 +366,20 @@ class PitReader implements PointInTimeReader {
       const s = map.state(g);
       const gs = g * bs;
       if (s === PARTIAL) {
-        const ge = Math.min(gs + bs, map.size);
-        const block = this.composePartial(volume, map, g, gs, ge - gs);
-        const take = Math.min(ge, end) - cur;
-        block.copy(out, cur - offset, cur - gs, cur - gs + take);
-        cur += take;
+        const ge = Math.min(gs + bs, map.size, end);
+        const part = map.partial.get(g)!;
+        if (part.floor === null) visit(cur, ge - cur, BASE_SOURCE, cur);
+        else if (part.floor.pos < 0) visit(cur, ge - cur, ZERO_SOURCE, 0);
+        else visit(cur, ge - cur, part.floor.slot, part.floor.pos + (cur - gs));
+        for (let i = part.pieces.length - 1; i >= 0; i--) {
+          const p = part.pieces[i]!;
+          const ps = Math.max(gs + p.start, cur);
+          const pe = Math.min(gs + p.end, ge);
+          if (pe <= ps) continue;
+          if (p.pos < 0) visit(ps, pe - ps, ZERO_SOURCE, 0);
+          else visit(ps, pe - ps, p.slot, p.pos + (ps - gs - p.start));
+        }
+        cur = ge;
         continue;
       }
       // extend the run while the source continues
@@ -313,16 +399,11 @@ class PitReader implements PointInTimeReader {
         }
       }
       const n = runEnd - cur;
-      const dst = out.subarray(cur - offset, runEnd - offset);
-      if (s === ZERO) dst.fill(0);
-      else if (s === 0) this.readBase(volume, cur, dst);
-      else {
-        const slot = this.slots[s - 1]!;
-        this.pread(slot, map.position(g) + (cur - gs), n, dst);
-      }
+      if (s === ZERO) visit(cur, n, ZERO_SOURCE, 0);
+      else if (s === 0) visit(cur, n, BASE_SOURCE, cur);
+      else visit(cur, n, s - 1, map.position(g) + (cur - gs));
       cur = runEnd;
     }
-    return out;
   }
 
   private pread(slot: Slot, pos: number, n: number, dst: Buffer): void {
@@ -360,21 +441,6 @@ class PitReader implements PointInTimeReader {
       }
       cur += n;
     }
-  }
-
-  private composePartial(volume: number, map: BlockMap, g: number, gs: number, len: number): Buffer {
-    const part = map.partial.get(g)!;
-    const block = Buffer.allocUnsafe(len);
-    if (part.floor === null) this.readBase(volume, gs, block);
-    else if (part.floor.pos < 0) block.fill(0);
-    else this.pread(this.slots[part.floor.slot]!, part.floor.pos, len, block);
-    for (let i = part.pieces.length - 1; i >= 0; i--) {
-      const p = part.pieces[i]!;
-      const dst = block.subarray(p.start, p.end);
-      if (p.pos < 0) dst.fill(0);
-      else this.pread(this.slots[p.slot]!, p.pos, p.end - p.start, dst);
-    }
-    return block;
   }
 
   async *allocated(volume: number): AsyncIterable<{ offset: number; length: number }> {
@@ -435,7 +501,7 @@ export async function openPointInTime(store: JournalStore, seq: number): Promise
   if (!Number.isSafeInteger(seq) || seq < Math.max(base, 0) || seq > store.lastSeq) {
     throw new DrError('DR_OUTSIDE_WINDOW', `seq ${seq} cannot be restored: ${store.describeWindow()}`);
   }
-  const time = seq >= store.firstSeq ? store.locate(seq).time : store.window?.baseTime ?? 0;
+  const time = seq >= store.firstSeq ? timeOf(store, seq) : store.window?.baseTime ?? 0;
   const r = new PitReader(store, seq, time);
   try {
     r.open();
@@ -444,4 +510,23 @@ export async function openPointInTime(store: JournalStore, seq: number): Promise
     throw err;
   }
   return r;
+}
+
+/**
+ * The time of record `seq`: from the segment's summary when it is a mark, flush,
+ * sparse point or the segment's last record (the usual restore points), so that
+ * opening a reader at them reads no segment data; any other seq is looked up.
+ */
+function timeOf(store: JournalStore, seq: number): number {
+  const sum = store.segmentFor(seq)?.summary;
+  if (sum) {
+    if (seq === sum.lastSeq) return sum.lastTime;
+    const m = sum.marks.find((x) => x.seq === seq);
+    if (m) return m.time;
+    const f = sum.flushes.find((x) => x[0] === seq);
+    if (f) return f[1];
+    const p = sum.sparse.find((x) => x[0] === seq);
+    if (p) return p[1];
+  }
+  return store.locate(seq).time;
 }
