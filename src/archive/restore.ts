@@ -1,10 +1,16 @@
 /**
  * Restoring from the bucket alone: openArchivedStore(s3://BUCKET/PREFIX) rebuilds, in a
- * temp directory, a read-only journal store holding what the archive manifest names -
- * every object checked against its SHA-256 as it is downloaded - and opens it with the
- * store's own engine, so resolvePoint(), marks(), pointInTime() and everything built on
- * them work exactly as on a local store. Given the point to restore, only the segments up
- * to it are fetched. close() removes the temp directory.
+ * temp directory, a read-only journal store holding what the archive manifest names and
+ * opens it with the store's own engine, so resolvePoint(), marks(), pointInTime() and
+ * everything built on them work exactly as on a local store. close() removes the temp directory.
+ *
+ * Given the point to restore, only what it needs is fetched: the index objects of the segments
+ * up to it (whole, SHA-256 checked), then - into sparse placeholders of the segment data files
+ * and base images - the record ranges resolving the point reads and the byte ranges the
+ * point-in-time reader says its volumes are made of (PointInTimeReader.sources), as ranged
+ * GETs of whole 1 MiB checksum chunks, every chunk checked against the object's sums
+ * (chunk-fetch.ts). Without a point (--list, several points) every object is downloaded whole
+ * and SHA-256 checked.
  *
  * listArchivedGroups(s3://BUCKET/[PREFIX]) finds the archived stores (manifests) under a
  * prefix, for `dr-journal ls s3://BUCKET/`.
@@ -16,6 +22,9 @@ import { DrError, fromSystemError } from '../errors.js';
 import type { Logger } from '../cli/log.js';
 import { parseTime } from '../cli/units.js';
 import { JournalStore } from '../store/index.js';
+import type { SegmentEntry } from '../store/store.js';
+import { resolveRestorePoint } from '../image/restore-point.js';
+import { ChunkFetcher } from './chunk-fetch.js';
 import { baseFiles, regionCount, REGION } from '../store/base.js';
 import { segmentPaths } from '../store/segment.js';
 import { STORE_FORMAT, writeMeta, writeWindow } from '../store/state.js';
@@ -29,11 +38,16 @@ export interface OpenArchiveOptions {
   signal?: AbortSignal;
   /** the point that will be restored ('latest' | 'seq:N' | 'mark:NAME' | ISO time): fetch only what it needs */
   point?: string;
+  /** the point will be moved back to its FLUSH or MARK (dr-restore --consistent) */
+  consistent?: boolean;
   /** where to build the temp store (default os.tmpdir()) */
   workDir?: string;
   /** parallel downloads (default 4) */
   concurrency?: number;
+  /** bytes received, as they arrive */
   onBytes?: (n: number) => void;
+  /** once everything is in: bytes received and what the objects the point needs hold */
+  onFetched?: (f: { bytes: number; objectBytes: number; requests: number }) => void;
 }
 
 export async function readManifest(objects: ObjectStore, url: ArchiveUrl): Promise<ArchiveManifest> {
@@ -68,6 +82,7 @@ export async function openArchivedStore(location: string, opts: OpenArchiveOptio
   const url = parseArchiveUrl(location);
   const objects = new ObjectStore(url.bucket, opts.s3);
   let dir: string | null = null;
+  let fetcher: ChunkFetcher | null = null;
   try {
     const m = await readManifest(objects, url);
     const where = formatArchiveUrl(url);
@@ -83,30 +98,62 @@ export async function openArchivedStore(location: string, opts: OpenArchiveOptio
     writeMeta(d, { format: STORE_FORMAT, version: 1, groupId: m.groupId, created: m.created, segmentSize: m.segmentSize, volumes: m.volumes });
     writeWindow(d, { ...m.window, prunedAt: 0 });
     const jobs: Array<() => Promise<void>> = [];
+    let received = 0;
+    const onBytes = (n: number): void => {
+      received += n;
+      opts.onBytes?.(n);
+    };
     const fetch = (o: ArchivedObject, file: string) => async (): Promise<void> => {
-      const n = await objects.download(keyOf(url, o.key), file, o.sha256, { signal: opts.signal, onBytes: opts.onBytes });
+      const n = await objects.download(keyOf(url, o.key), file, o.sha256, { signal: opts.signal, onBytes });
       if (n !== o.size) throw new DrError('DR_BAD_CHECKSUM', `${where}/${o.key} has ${n} bytes, the archive recorded ${o.size}`);
     };
+    // with a point: segment data and base images as placeholders, filled with what the point needs
+    const ranged = opts.point !== undefined;
+    fetcher = new ChunkFetcher(objects, (k) => keyOf(url, k), where);
+    const chunks = fetcher;
+    let wholeBytes = 0;
     for (const s of segs) {
       const p = segmentPaths(d, s.firstSeq);
-      jobs.push(fetch(s.data, p.data));
-      if (s.index) jobs.push(fetch(s.index, p.index));
+      if (ranged && s.index) chunks.addSegment(s.data, p.data);
+      else {
+        jobs.push(fetch(s.data, p.data));
+        wholeBytes += s.data.size;
+      }
+      if (s.index) {
+        jobs.push(fetch(s.index, p.index));
+        wholeBytes += s.index.size;
+      }
     }
     for (const b of m.base) {
       const vol = m.volumes.find((v) => v.index === b.volume);
       if (!vol) throw new DrError('DR_STORE_CORRUPT', `${where}/${MANIFEST} has a base image for volume ${b.volume}, which it does not declare`);
       const f = baseFiles(d, b.volume, m.window.baseGen);
+      const map = Buffer.from(b.map, 'base64');
+      if (ranged) {
+        chunks.addBase(b.data, f.img, vol.size, map);
+        fs.writeFileSync(f.map, map);
+        continue;
+      }
       const packed = `${f.img}.packed`;
+      wholeBytes += b.data.size;
       jobs.push(async () => {
         await fetch(b.data, packed)();
-        const map = Buffer.from(b.map, 'base64');
         unpackBase(packed, f.img, vol.size, map);
         fs.writeFileSync(f.map, map);
         fs.rmSync(packed);
       });
     }
-    await runPool(jobs, opts.concurrency ?? 4);
+    const concurrency = opts.concurrency ?? 4;
+    await runPool(jobs, concurrency);
     const store = await JournalStore.open(d, { readOnly: true, log: opts.log });
+    try {
+      if (ranged) await fetchForPoint(store, chunks, opts.point!, Boolean(opts.consistent), { ...opts, concurrency, onBytes });
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+    opts.onFetched?.({ bytes: received, objectBytes: wholeBytes + chunks.objectBytes, requests: chunks.stats.requests + jobs.length });
+    opts.log?.debug(`fetched ${received} bytes in ${chunks.stats.requests + jobs.length} requests; the objects the point needs hold ${wholeBytes + chunks.objectBytes}`);
     const close = store.close.bind(store);
     store.close = async () => {
       await close();
@@ -117,8 +164,83 @@ export async function openArchivedStore(location: string, opts: OpenArchiveOptio
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
     throw err;
   } finally {
+    fetcher?.close();
     objects.destroy();
   }
+}
+
+/** what one sources() call covers at most (bounds the list it returns) */
+const SOURCES_SPAN = 64 << 20;
+
+/**
+ * Fill the placeholders with what restoring `point` reads: the records that resolving it
+ * walks (the first of the window for its description, the point's own record for its time, the
+ * records around a time), then every byte range the point-in-time reader of each volume preads.
+ */
+async function fetchForPoint(
+  store: JournalStore, chunks: ChunkFetcher, point: string, consistent: boolean,
+  opts: OpenArchiveOptions & { concurrency: number; onBytes: (n: number) => void },
+): Promise<void> {
+  const go = (): Promise<void> => chunks.fetch(opts.concurrency, { signal: opts.signal, onBytes: opts.onBytes });
+  needRecord(store, chunks, store.firstSeq);
+  needRecord(store, chunks, store.lastSeq);
+  const p = point.trim();
+  if (/^seq:\d+$/.test(p)) needRecord(store, chunks, Number(p.slice(4)));
+  else if (/^\d{4}-\d{2}-\d{2}/.test(p)) {
+    let t: number | null = null;
+    try {
+      t = parseTime(p);
+    } catch {
+      /* resolvePoint reports the bad time */
+    }
+    if (t !== null) needTimeWalk(store, chunks, t);
+  }
+  await go();
+  const at = resolveRestorePoint(store, point, consistent);
+  needRecord(store, chunks, at.seq);
+  await go();
+  const r = await store.pointInTime(at.seq);
+  try {
+    // allocated() waits for the whole block map; outside its runs a read preads nothing
+    for (const [vi] of r.volumes.entries()) {
+      for await (const run of r.allocated(vi)) {
+        for (let off = run.offset; off < run.offset + run.length; off += SOURCES_SPAN) {
+          for (const s of r.sources(vi, off, Math.min(SOURCES_SPAN, run.offset + run.length - off))) chunks.need(s.file, s.pos, s.length);
+        }
+      }
+    }
+  } finally {
+    await r.release();
+  }
+  await go();
+}
+
+/** The bytes store.locate(seq) walks: from the sparse index point before it to the next one. */
+function needRecord(store: JournalStore, chunks: ChunkFetcher, seq: number): void {
+  const seg = store.segmentFor(seq);
+  if (seg) needWalk(chunks, seg, ([s]) => s <= seq, 1);
+}
+
+/** The bytes store.seqAtTime(t) walks: from the last sparse point at or before t through the record after t. */
+function needTimeWalk(store: JournalStore, chunks: ChunkFetcher, t: number): void {
+  let seg: SegmentEntry | undefined;
+  for (const s of store.segments) {
+    if (s.summary.records === 0 || s.summary.lastSeq < store.firstSeq) continue;
+    if (s.summary.firstTime <= t) seg = s;
+    else break;
+  }
+  // the walk stops at the first record after t: at the latest the one at the next sparse point, which ends before the one after
+  if (seg) needWalk(chunks, seg, ([, time]) => time <= t, 2);
+}
+
+/** A record walk of `seg` from its last sparse point that `from` accepts (else its first record) to `points` sparse points on. */
+function needWalk(chunks: ChunkFetcher, seg: SegmentEntry, from: (p: [number, number, number]) => boolean, points: number): void {
+  const sparse = seg.summary.sparse;
+  let k = -1;
+  while (k + 1 < sparse.length && from(sparse[k + 1]!)) k++;
+  const start = k >= 0 ? sparse[k]![2] : seg.summary.headerEnd;
+  const end = sparse[k + points]?.[2] ?? seg.summary.dataEnd;
+  chunks.need(seg.data, start, end - start);
 }
 
 function unpackBase(packed: string, img: string, size: number, map: Buffer): void {

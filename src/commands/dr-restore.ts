@@ -126,10 +126,10 @@ async function restore(args: RestoreArgs, ctx: Context): Promise<number> {
   }
   const store = isArchiveUrl(args.dir)
     // a store archived by `dr-journal archive`: rebuilt in a temp directory from the bucket alone,
-    // fetching only the segments the point needs (all of them for --list and several points);
+    // fetching only the byte ranges the point needs (everything for --list and several points);
     // loaded only then: the S3 SDK is large
     ? await (await import('../archive/restore.js')).openArchivedStore(args.dir, {
-      log: ctx.log, signal: ctx.signal, point: at.length === 1 ? at[0] : undefined,
+      log: ctx.log, signal: ctx.signal, point: at.length === 1 ? at[0] : undefined, consistent: Boolean(args.consistent),
       s3: { endpoint: args.endpoint, region: args.region },
     })
     : await JournalStore.open(args.dir, { log: ctx.log });

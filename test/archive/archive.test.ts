@@ -12,7 +12,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { cephForTest, type Ceph } from '../helpers/ceph.js';
 import { journal, spawnJournal, s3Client, s3Opts } from '../helpers/archive-run.js';
-import { buildStore, tempDir } from '../helpers/restore-store.js';
+import { buildStore, seqAtTime, tempDir } from '../helpers/restore-store.js';
 import { run } from '../helpers/run.js';
 import { openArchivedStore, listArchivedGroups, readManifest } from '../../src/archive/restore.js';
 import { makeWorkload } from '../helpers/workload.js';
@@ -94,8 +94,9 @@ t.test('archive, wipe the store, restore every mark from the bucket alone', asyn
   for (const m of [w.marks[0]!, w.marks[Math.floor(w.marks.length / 2)]!, w.marks[w.marks.length - 1]!]) {
     for (const [i, v] of w.volumes.entries()) {
       const file = path.join(out, `${m.name}.${v.name}.img`);
-      const rr = await run('dr-restore', [url, '--at', `mark:${m.name}`, '--volume', v.name, '--out', file], { env: ceph.env });
+      const rr = await run('dr-restore', [url, '--at', `mark:${m.name}`, '--volume', v.name, '--out', file, '-v'], { env: ceph.env });
       t.equal(rr.code, 0, `dr-restore ${url} --at mark:${m.name} --volume ${v.name}: ${rr.stderr}`);
+      t.match(rr.stderr, /fetched \d+ bytes in \d+ requests; the objects the point needs hold \d+/, '-v says how much was fetched');
       t.ok(fs.readFileSync(file).equals(m.images[i]!), `dr-restore from the bucket: mark ${m.name} volume ${v.name} bytes`);
     }
   }
@@ -108,6 +109,40 @@ t.test('archive, wipe the store, restore every mark from the bucket alone', asyn
   const none = await openArchivedStore('s3://drkit-t1/nothing-here', { s3 }).then(() => null, (e: Error & { code?: string }) => e);
   t.equal(none?.code, 'DR_NO_STORE', 'no archive at a prefix: DR_NO_STORE');
   t.match(none?.message ?? '', /s3:\/\/drkit-t1\/nothing-here/);
+});
+
+t.test('a restore fetches only the ranges its point needs', async (t) => {
+  // a small volume written over and over: a late mark needs few of the chunks of the segments before it
+  const { dir, w } = await buildStore(t, { seed: 18, records: 400, markEvery: 100, maxWrite: 64 * 1024, volumes: [{ name: 'hot', size: 512 * 1024 }] }, { segmentSize: '1M' });
+  const url = 's3://drkit-t7/hot';
+  const r = await journal(ceph, ['archive', dir, '--to', url]);
+  t.equal(r.code, 0, r.stderr);
+  fs.rmSync(dir, { recursive: true, force: true });
+  const s3 = s3Opts(ceph);
+  const fetched: Array<{ bytes: number; objectBytes: number }> = [];
+  for (const m of w.marks) {
+    let counted = 0;
+    const store = await openArchivedStore(url, { point: `mark:${m.name}`, s3, onBytes: (n) => (counted += n), onFetched: (f) => fetched.push(f) });
+    try {
+      sameImages(t, await volumeBytes(store, store.resolvePoint(`mark:${m.name}`).seq), m.images, `mark ${m.name}`);
+      t.equal(counted, fetched[fetched.length - 1]!.bytes, `mark ${m.name}: onBytes adds up to what was fetched`);
+    } finally {
+      await store.close();
+    }
+  }
+  const last = fetched[fetched.length - 1]!;
+  t.ok(last.bytes < last.objectBytes * 0.6, `the last mark fetched ${last.bytes} of the ${last.objectBytes} bytes its objects hold`);
+  // a time point: the records around it are fetched to resolve it
+  const rec = w.records[Math.floor(w.records.length * 0.7)]!;
+  const timeIso = new Date(rec.time / 1000).toISOString().replace('Z', `${String(rec.time % 1000).padStart(3, '0')}Z`);
+  const atTime = await openArchivedStore(url, { point: timeIso, s3 });
+  try {
+    const p = atTime.resolvePoint(timeIso);
+    t.equal(p.seq, seqAtTime(w, rec.time), `${timeIso} resolves to seq ${p.seq}`);
+    sameImages(t, await volumeBytes(atTime, p.seq), w.imagesAt(p.seq), `time ${timeIso}`);
+  } finally {
+    await atTime.close();
+  }
 });
 
 t.test('the archive keeps what local prunes release, and lists groups', async (t) => {
@@ -238,6 +273,13 @@ t.test('a corrupted object is detected on read', async (t) => {
   const err = await openArchivedStore(url, { s3: s3Opts(ceph) }).then(() => null, (e: Error & { code?: string }) => e);
   t.equal(err?.code, 'DR_BAD_CHECKSUM', 'restore refuses the corrupt segment');
   t.match(err?.message ?? '', /s3:\/\/drkit-t4\/c\/segments\/00000000000000000001\.drj is corrupt: its SHA-256 is [0-9a-f]{64}, the archive recorded [0-9a-f]{64}/);
+  // restoring a point fetches ranges: every chunk it fetches is checked (the first record's chunk always is)
+  const rerr = await openArchivedStore(url, { point: 'latest', s3: s3Opts(ceph) }).then(() => null, (e: Error & { code?: string }) => e);
+  t.equal(rerr?.code, 'DR_BAD_CHECKSUM', 'a ranged restore refuses the corrupt chunk');
+  t.equal(rerr?.message, `s3://drkit-t4/${key} is corrupt: chunk 0 (bytes 0..${Math.min(body.length, 1 << 20) - 1}) does not match its checksum`);
+  const rr = await run('dr-restore', [url, '--at', 'latest', '--out', path.join(tempDir(t, 'drkit-archive-out-'), 'x.img'), '--volume', 'db'], { env: ceph.env });
+  t.equal(rr.code, 2, 'dr-restore exits 2 on a corrupt object');
+  t.equal(rr.stderr, `dr-restore: error: s3://drkit-t4/${key} is corrupt: chunk 0 (bytes 0..${Math.min(body.length, 1 << 20) - 1}) does not match its checksum (DR_BAD_CHECKSUM)\n`);
   // ranged reads check every chunk they touch
   const objects = new ObjectStore('drkit-t4', s3Opts(ceph));
   t.teardown(() => objects.destroy());
