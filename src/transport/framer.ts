@@ -130,6 +130,15 @@ export class WireStreamWriter {
     return r.parts;
   }
 
+  /** Account for whole records sent as one slice: `headers` are their 32-byte headers, `bytes` their total length. */
+  addSlice(records: Array<{ time: number; header: Buffer }>, bytes: number): void {
+    for (const r of records) this.digest.update(r.header);
+    this.recordCount += records.length;
+    this.byteCount += bytes;
+    const last = records[records.length - 1];
+    if (last && last.time > this.lastTime) this.lastTime = last.time;
+  }
+
   end(): Buffer[] {
     return encodeRecord({
       type: 'end', seq: 0, time: Math.max(nowMicros(), this.lastTime),

@@ -362,15 +362,32 @@ export class Sender {
         return next;
       };
       try {
-        if (read.kind === 'bytes') {
+        if (read.kind === 'store') {
           this.knownSeq = Math.max(this.knownSeq, read.lastSeq);
-          // A store's stream, sent as it is: only each record's seq and time are noted on the way.
-          const framer = new RecordFramer();
-          const items: FramedItem[] = [];
-          const it = read.chunks[Symbol.asyncIterator]();
-          let ended = false;
+          const writer = new WireStreamWriter({ ...read.header, firstSeq: from });
+          await out.write([writer.start()]);
+          for (const v of read.volumes) await out.write(writer.add(v));
           try {
+            // The sealed segments: large slices, as stored.
             for (;;) {
+              const slice = await read.sealed.next();
+              if (!slice || conn.signal.aborted) {
+                slice?.release();
+                break;
+              }
+              for (const r of slice.records) this.lag.track(r.seq, r.time);
+              writer.addSlice(slice.records, slice.bytes.length);
+              this.checkRpo();
+              if (this.sentSeq <= this.lag.acked) lastAckAt = performance.now();
+              await out.writeSlice(slice.bytes, slice.release);
+              this.sentSeq = slice.records[slice.records.length - 1]!.seq;
+            }
+            // The rest, record by record from the store's reader (its header, VOLUMEs and END are its own).
+            const framer = new RecordFramer();
+            const items: FramedItem[] = [];
+            const it = conn.signal.aborted ? null : read.rest()[Symbol.asyncIterator]();
+            let ended = false;
+            while (it) {
               const r = await nextOf(it);
               if (r.done || conn.signal.aborted) break;
               framer.push(r.value, items);
@@ -379,20 +396,23 @@ export class Sender {
                 if (item.kind === 'record') {
                   last = item.record.seq;
                   this.lag.track(item.record.seq, item.record.time);
+                  if (this.sentSeq <= this.lag.acked) lastAckAt = performance.now();
+                  await out.write(writer.add(item.record));
                 } else if (item.kind === 'end') ended = true;
               }
               items.length = 0;
-              if (last) this.checkRpo();
-              if (this.sentSeq <= this.lag.acked) lastAckAt = performance.now();
-              await out.write([r.value]);
-              if (last) this.sentSeq = last;
+              if (last) {
+                this.checkRpo();
+                this.sentSeq = last;
+              }
+            }
+            if (!conn.signal.aborted) {
+              if (!ended) throw new DrError('DR_TRUNCATED', `the stream read from ${this.o.source.name} ended without its END trailer`);
+              await out.write(writer.end());
+              await out.flush();
             }
           } finally {
             await read.close();
-          }
-          if (!conn.signal.aborted) {
-            if (!ended) throw new DrError('DR_TRUNCATED', `the stream read from ${this.o.source.name} ended without its END trailer`);
-            await out.flush();
           }
         } else {
           const writer = new WireStreamWriter({ ...read.header, firstSeq: from });

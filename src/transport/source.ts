@@ -5,11 +5,13 @@
  */
 import type { Readable } from 'node:stream';
 import { DrError } from '../errors.js';
-import type { StreamHeader } from '../format/layout.js';
+import { encodeRecord, type StreamHeader } from '../format/layout.js';
+import { nowMicros } from '../format/codec.js';
 import { JournalStore } from '../store/index.js';
 import type { Logger } from '../cli/log.js';
 import { sleep } from './rate.js';
 import { RecordFramer, type FramedItem, type RawRecord } from './framer.js';
+import { SealedSlices } from './sealed-slices.js';
 
 /** Records to be put into a new stream by the sender (standard input). */
 export interface RecordRead {
@@ -21,20 +23,25 @@ export interface RecordRead {
 }
 
 /**
- * The bytes of a complete stream that starts at the requested seq (a store's
- * catStream): sent as they are, chunk by chunk, with no per-record work beyond
- * noting each record's seq and time.
+ * A journal store's records from the requested seq: first those of its sealed
+ * segments, in large slices sent as they are stored (sealed-slices.ts), then the
+ * rest through the store's own reader (following the appender with --follow), which
+ * gives a complete stream: the sender uses its records only.
  */
-export interface BytesRead {
-  kind: 'bytes';
-  chunks: AsyncIterable<Buffer>;
+export interface StoreRead {
+  kind: 'store';
+  header: Omit<StreamHeader, 'type' | 'firstSeq'>;
+  volumes: RawRecord[];
+  sealed: SealedSlices;
+  /** the stream from seq `sealed.endSeq` on (called once the sealed slices are done) */
+  rest(): AsyncIterable<Buffer>;
   /** the store's last seq when reading started (for the progress bar's total) */
   lastSeq: number;
   /** stop reading (the connection is gone) */
   close(): Promise<void>;
 }
 
-export type SourceRead = RecordRead | BytesRead;
+export type SourceRead = RecordRead | StoreRead;
 
 export interface ShipSource {
   readonly name: string;
@@ -104,22 +111,34 @@ export class StoreSource implements ShipSource {
       await closeStore();
       throw err;
     }
-    const stream: Readable = store.catStream({ fromSeq, follow: this.follow, signal, pollMs: 25 });
-    stream.on('error', () => {
-      /* reported through the iterator */
-    });
+    const groupId = store.groupId;
+    const sealed = new SealedSlices(store, fromSeq, signal);
+    let stream: Readable | null = null;
     const close = async () => {
-      stream.destroy();
+      stream?.destroy();
+      await sealed.close();
       await closeStore();
     };
-    async function* chunks(): AsyncGenerator<Buffer> {
+    const follow = this.follow;
+    async function* rest(): AsyncGenerator<Buffer> {
+      stream = store.catStream({ fromSeq: sealed.endSeq, follow, signal, pollMs: 25 });
+      stream.on('error', () => {
+        /* reported through the iterator */
+      });
       try {
         for await (const c of stream) yield c as Buffer;
       } finally {
         await close();
       }
     }
-    return { kind: 'bytes', chunks: chunks(), lastSeq: store.lastSeq, close };
+    const volumes = store.volumes.map((v): RawRecord => {
+      const parts = encodeRecord(v);
+      return { seq: 0, time: v.time, parts, length: parts.reduce((n, p) => n + p.length, 0) };
+    });
+    return {
+      kind: 'store', header: { groupId, created: nowMicros(), compatFeatures: 0 }, volumes, sealed, rest,
+      lastSeq: store.lastSeq, close,
+    };
   }
 
   acked(): void {}

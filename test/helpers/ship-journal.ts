@@ -22,11 +22,15 @@ export interface JournalSpec {
   startMicros?: number;
   /** odd writes are zeros, even writes random (default true) */
   mixed?: boolean;
+  /** segment file size when the store is created (default: the store's) */
+  segmentSize?: number;
+  /** sizes of extra writes appended after the others (e.g. one larger than a read slice) */
+  bigWrites?: number[];
 }
 
 /** Create (or extend) a store in `dir` with the given records. Returns its group id and last seq. */
 export async function makeJournal(dir: string, spec: JournalSpec): Promise<{ groupId: Buffer; lastSeq: number; bytes: number }> {
-  const store = await JournalStore.open(dir, { create: true });
+  const store = await JournalStore.open(dir, { create: true, ...(spec.segmentSize ? { segmentSize: spec.segmentSize } : {}) });
   const groupId = store.groupId ?? spec.groupId ?? newId();
   const appender = await store.appender();
   const w = new StreamWriter({ groupId, firstSeq: appender.nextSeq });
@@ -47,6 +51,12 @@ export async function makeJournal(dir: string, spec: JournalSpec): Promise<{ gro
       const f = w.record({ type: 'flush', time: t++ });
       appender.append(f.record, f.parts);
     }
+  }
+  for (const size of spec.bigWrites ?? []) {
+    const data = randomFillSync(Buffer.alloc(size));
+    const { record, parts } = w.record({ type: 'write', volume: 0, offset: 0, data, time: t++ });
+    appender.append(record, parts);
+    bytes += size;
   }
   await appender.sync();
   const lastSeq = appender.nextSeq - 1;
