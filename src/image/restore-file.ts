@@ -11,6 +11,7 @@ import type { VolumeRecord } from '../format/layout.js';
 import type { PointInTimeReader } from '../store/index.js';
 import { AtomicOutput, checkOutput, openSpecialOutput, writeOut } from './restore-output.js';
 import { ZEROES, isAllZero, volumePieces, type PieceOptions } from './restore-ranges.js';
+import { EarlyWriteback } from './writeback.js';
 
 export interface RestoreOptions extends PieceOptions {
   /** called with the bytes done so far */
@@ -51,14 +52,18 @@ export async function restoreToFile(
   }
   const started = process.hrtime.bigint();
   const out = await AtomicOutput.create(file);
+  const writeback = EarlyWriteback.open(out.tmp);
   let written = 0;
   // positional writes of successive chunks run in the thread pool while the next chunk is read
   const writes: Array<Promise<number>> = [];
   try {
     await out.fh.truncate(vol.size);
-    for await (const piece of volumePieces(reader, vol.index, vol.size, opts)) {
+    for await (const piece of volumePieces(reader, vol.index, vol.size, { ...opts, recycle: true })) {
       if (piece.data) {
-        const w = writeNonZero(out, piece.data, piece.offset);
+        const w = writeNonZero(out, piece.data, piece.offset).then((n) => {
+          writeback?.wrote(n);
+          return n;
+        }).finally(piece.done);
         w.catch(() => undefined); // awaited below, in order
         writes.push(w);
         if (writes.length >= (opts.writesInFlight ?? 2)) written += await writes.shift()!;
@@ -66,9 +71,12 @@ export async function restoreToFile(
       opts.onProgress?.(piece.offset + piece.length);
     }
     while (writes.length > 0) written += await writes.shift()!;
+    await writeback?.settle();
+    writeback?.close();
     await out.commit();
   } catch (err) {
     await Promise.allSettled(writes);
+    writeback?.close();
     await out.abort();
     if (err instanceof DrError) throw err;
     throw fromSystemError(err, `cannot write ${file}`);

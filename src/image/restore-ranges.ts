@@ -12,6 +12,8 @@ export interface Piece {
   length: number;
   /** the bytes, or null for a hole (zeroes) */
   data: Buffer | null;
+  /** with `recycle` in the options: call once `data` is no longer needed, so its memory is read into again */
+  done?: () => void;
 }
 
 export interface PieceOptions {
@@ -23,6 +25,12 @@ export interface PieceOptions {
   writesInFlight?: number;
   /** allocated ranges closer than this are read together (default chunkSize / 16) */
   mergeGap?: number;
+  /**
+   * Read into chunk buffers used again once the consumer calls piece.done() (a
+   * consumer that does keeps the pages it writes from warm memory instead of a
+   * fresh allocation, page faults and garbage per chunk).
+   */
+  recycle?: boolean;
   signal?: AbortSignal;
 }
 
@@ -89,10 +97,11 @@ export async function* allocatedRanges(
  * `readAhead` of them at once.
  */
 export async function* volumePieces(reader: PointInTimeReader, volume: number, size: number, opts: PieceOptions): AsyncGenerator<Piece> {
-  type Queued = { piece: Piece; read: Promise<Buffer> | null };
+  type Queued = { piece: Piece; read: Promise<Buffer> | null; buf?: Buffer };
   const queue: Queued[] = [];
   let inflight = 0;
   const chunk = opts.chunkSize;
+  const free: Buffer[] = [];
 
   const take = async (): Promise<Piece> => {
     const q = queue.shift()!;
@@ -102,12 +111,14 @@ export async function* volumePieces(reader: PointInTimeReader, volume: number, s
     if (data.length !== q.piece.length) {
       throw new DrError('DR_IO', `read of volume ${volume} at ${q.piece.offset}+${q.piece.length} returned ${data.length} bytes`);
     }
-    return { ...q.piece, data };
+    const buf = q.buf;
+    return buf ? { ...q.piece, data, done: () => free.push(buf) } : { ...q.piece, data };
   };
   const enqueueRead = (offset: number, length: number): void => {
-    const read = reader.read(volume, offset, length);
+    const buf = opts.recycle ? free.pop() ?? Buffer.allocUnsafeSlow(chunk) : undefined;
+    const read = reader.read(volume, offset, length, buf);
     read.catch(() => undefined); // awaited in order by take(); avoid an unhandled rejection if we stop early
-    queue.push({ piece: { offset, length, data: null }, read });
+    queue.push({ piece: { offset, length, data: null }, read, buf });
     inflight++;
   };
 

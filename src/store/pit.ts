@@ -20,8 +20,12 @@ export interface PointInTimeReader {
   readonly seq: number;
   readonly time: number;
   readonly volumes: VolumeRecord[];
-  /** the volume's bytes as of `seq` */
-  read(volume: number, offset: number, length: number): Promise<Buffer>;
+  /**
+   * The volume's bytes as of `seq`. With `into` (at least `length` bytes) they may be
+   * read into it (no allocation per read): use the buffer returned, which is then
+   * `into`'s first `length` bytes or a new one.
+   */
+  read(volume: number, offset: number, length: number, into?: Buffer): Promise<Buffer>;
   /** ranges that may be non-zero (for sparse output), in order */
   allocated(volume: number): AsyncIterable<{ offset: number; length: number }>;
   /**
@@ -291,18 +295,18 @@ class PitReader implements PointInTimeReader {
     return map;
   }
 
-  async read(volume: number, offset: number, length: number): Promise<Buffer> {
+  async read(volume: number, offset: number, length: number, into?: Buffer): Promise<Buffer> {
     this.checkRange(volume, offset, length);
     if (!this.ready) {
       await Promise.race([this.building, new Promise((resolve) => setImmediate(resolve))]);
-      if (!this.ready) return this.readSync(volume, offset, length, this.resolveEarly(volume, offset, length));
+      if (!this.ready) return this.readSync(volume, offset, length, this.resolveEarly(volume, offset, length), into);
     }
-    return this.readSync(volume, offset, length);
+    return this.readSync(volume, offset, length, undefined, into);
   }
 
-  readSync(volume: number, offset: number, length: number, given?: BlockMap): Buffer {
+  readSync(volume: number, offset: number, length: number, given?: BlockMap, into?: Buffer): Buffer {
     const checked = this.checkRange(volume, offset, length);
-    const out = Buffer.allocUnsafe(length);
+    const out = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
     this.walk(volume, offset, length, given ?? checked, (at, n, src, pos) => {
       const dst = out.subarray(at - offset, at - offset + n);
       if (src === ZERO_SOURCE) dst.fill(0);
