@@ -308,10 +308,10 @@ class PitReader implements PointInTimeReader {
     const checked = this.checkRange(volume, offset, length);
     const out = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
     this.walk(volume, offset, length, given ?? checked, (at, n, src, pos) => {
-      const dst = out.subarray(at - offset, at - offset + n);
-      if (src === ZERO_SOURCE) dst.fill(0);
-      else if (src === BASE_SOURCE) this.readBase(volume, pos, dst);
-      else this.pread(this.slots[src]!, pos, n, dst);
+      // segment data (the common case, one 4 KiB block per call after random writes) goes straight into `out`
+      if (src >= 0) this.pread(this.slots[src]!, pos, n, out, at - offset);
+      else if (src === ZERO_SOURCE) out.fill(0, at - offset, at - offset + n);
+      else this.readBase(volume, pos, out.subarray(at - offset, at - offset + n));
     });
     return out;
   }
@@ -410,14 +410,19 @@ class PitReader implements PointInTimeReader {
     }
   }
 
-  private pread(slot: Slot, pos: number, n: number, dst: Buffer): void {
-    let got: Buffer;
+  /** `n` bytes of the slot's segment at `pos` into dst[at..] */
+  private pread(slot: Slot, pos: number, n: number, dst: Buffer, at: number): void {
+    let done = 0;
     try {
-      got = preadSync(slot.fd, n, pos, dst);
+      while (done < n) {
+        const got = fs.readSync(slot.fd, dst, at + done, n - done, pos + done);
+        if (got === 0) break;
+        done += got;
+      }
     } catch (err) {
       throw ioError(err, `cannot read segment ${slot.data}`);
     }
-    if (got.length !== n) throw new DrError('DR_STORE_CORRUPT', `segment ${slot.data} is shorter than its index says (byte ${pos + got.length})`);
+    if (done !== n) throw new DrError('DR_STORE_CORRUPT', `segment ${slot.data} is shorter than its index says (byte ${pos + done})`);
   }
 
   private readBase(volume: number, offset: number, dst: Buffer): void {
