@@ -92,8 +92,10 @@ try {
   const ship = (compress) => {
     const dst = join(dir, 'dst');
     rmSync(dst, { recursive: true, force: true });
-    const remote = `env PATH=${remotePath} ${drShip} receive ${dst}`;
+    const recvTime = join(dir, 'receive.time');
+    const remote = `env PATH=${remotePath} /usr/bin/time -o ${recvTime} -f '%U %S' ${drShip} receive ${dst}`;
     const r = timed(drShip, ['send', src, '--once', '--json', ...(compress ? ['--compress'] : []), '--', ...ssh, remote]);
+    const [ru, rs] = readFileSync(recvTime, 'utf8').trim().split('\n').at(-1).split(' ').map(Number);
     const done = r.stderr.split('\n').filter((l) => l.includes('"event":"done"')).map((l) => JSON.parse(l))[0];
     const info = JSON.parse(must(process.execPath, ['-e', `
       import(${JSON.stringify(join(root, 'dist/store/index.js'))}).then(async ({ JournalStore }) => {
@@ -101,7 +103,7 @@ try {
         console.log(JSON.stringify({ lastSeq: s.lastSeq }));
       });`]).stdout);
     rmSync(dst, { recursive: true, force: true });
-    return { ...r, done, lastSeq: info.lastSeq };
+    return { ...r, done, lastSeq: info.lastSeq, recvCpu: ru + rs };
   };
 
   const srcLast = JSON.parse(must(process.execPath, ['-e', `
@@ -118,7 +120,7 @@ try {
       bestPeer = Math.min(bestPeer, p);
       const d = ship(compress);
       if (d.lastSeq !== srcLast) throw new Error(`replica ends at seq ${d.lastSeq}, source at ${srcLast}`);
-      log(`${compress ? '--compress' : 'plain'} round ${i + 1}: dr-ship ${d.s.toFixed(2)} s (${d.peak} MiB peak, ${(d.done.wire_bytes / MiB).toFixed(0)} MiB on the wire), cat|ssh ${p.toFixed(2)} s`);
+      log(`${compress ? '--compress' : 'plain'} round ${i + 1}: dr-ship ${d.s.toFixed(2)} s (${d.peak} MiB peak, ${(d.done.wire_bytes / MiB).toFixed(0)} MiB on the wire, CPU send+ssh ${d.cpu.toFixed(2)} s, receive ${d.recvCpu.toFixed(2)} s), cat|ssh ${p.toFixed(2)} s`);
       if (!best || d.s < best.s) best = d;
     }
     console.log(JSON.stringify({
@@ -132,7 +134,7 @@ try {
       drkit_peak_mib: best.peak,
       bytes: segBytes,
       note: `receiver appends, fdatasyncs and acks (the peer does not sync); ${(best.done.wire_bytes / MiB).toFixed(0)} MiB on the wire; `
-        + `CPU of dr-ship send + its ssh client ${best.cpu.toFixed(1)} s; load average ${loadavg()[0].toFixed(1)} on ${availableParallelism()} CPUs; best of ${rounds}`,
+        + `CPU of dr-ship send + its ssh client ${best.cpu.toFixed(1)} s, of dr-ship receive ${best.recvCpu.toFixed(1)} s; load average ${loadavg()[0].toFixed(1)} on ${availableParallelism()} CPUs; best of ${rounds}`,
     }));
   }
 

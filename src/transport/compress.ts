@@ -159,7 +159,8 @@ export class FrameDecoder {
       const payload = this.queue.take(len);
       let raw: Buffer;
       if (kind === KIND_STORED) raw = payload;
-      else if (kind === KIND_ZEROS) raw = Buffer.alloc(rawLen);
+      // a view of the shared zero block (nobody writes into decoded bytes): no allocation per frame
+      else if (kind === KIND_ZEROS) raw = rawLen <= BLOCK ? ZERO_BLOCK.subarray(0, rawLen) : Buffer.alloc(rawLen);
       else if (kind === KIND_SPARSE) raw = decodeSparse(rawLen, payload, this.wireBytes);
       else {
         try {
