@@ -479,14 +479,14 @@ export class ObjectStore {
   }
 
   /**
-   * Checksum chunks c0..c1 of an object in one ranged GET, streamed: `onPiece(chunk, within, bytes)`
-   * gets the bytes as they arrive (a piece never spans two chunks), and each chunk is checked against
-   * the object's sums once its last byte is in. A failed check rejects the call, so a caller must not
-   * use what it was handed until the call resolved. Memory: the SDK's socket buffers only.
+   * Checksum chunks c0..c1 of an object in one ranged GET, streamed: each chunk is checked
+   * against the object's sums once its last byte is in, then handed to `onChunk(chunk, pieces)`
+   * as the buffers it arrived in (no copy); a write it returns is awaited before the next chunk
+   * is handed over, so one chunk is written while the next arrives. Memory: about two chunks.
    */
   async readChunks(
     key: string, c0: number, c1: number, sumsSha: string,
-    onPiece: (chunk: number, within: number, bytes: Buffer) => void, signal?: AbortSignal,
+    onChunk: (chunk: number, pieces: Buffer[]) => Promise<void> | void, signal?: AbortSignal,
   ): Promise<number> {
     const s = await this.sums(key, sumsSha);
     const start = c0 * s.chunk;
@@ -496,6 +496,8 @@ export class ObjectStore {
     let within = 0;
     let crc = 0;
     let pos = start;
+    let pieces: Buffer[] = [];
+    let writing: Promise<void> | void = undefined;
     try {
       const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end - 1}` }), { abortSignal: signal });
       for await (const data of r.Body as AsyncIterable<Buffer>) {
@@ -504,21 +506,26 @@ export class ObjectStore {
           if (pos >= end) throw new DrError('DR_BAD_CHECKSUM', `${this.where(key)} is corrupt: more than the ${end - start} bytes asked for at ${start}`);
           const chunkLen = Math.min(s.chunk, s.size - c * s.chunk);
           const n = Math.min(data.length - q, chunkLen - within);
-          const piece = data.subarray(q, q + n);
+          const piece = n === data.length ? data : data.subarray(q, q + n);
           crc = crc32(piece, crc);
-          onPiece(c, within, piece);
+          pieces.push(piece);
           within += n;
           pos += n;
           q += n;
           if (within === chunkLen) {
             this.checkChunk(key, s, c, crc);
+            await writing;
+            writing = onChunk(c, pieces);
+            pieces = [];
             c++;
             within = 0;
             crc = 0;
           }
         }
       }
+      await writing;
     } catch (err) {
+      if (writing) await Promise.resolve(writing).catch(() => undefined); // never leave a write behind
       throw this.fail(err, 'reading', key);
     }
     if (pos !== end) throw new DrError('DR_BAD_CHECKSUM', `${this.where(key)} is corrupt: ${pos - start} bytes at ${start}, expected ${end - start}`);

@@ -25,6 +25,7 @@ import { JournalStore } from '../store/index.js';
 import type { SegmentEntry } from '../store/store.js';
 import { resolveRestorePoint } from '../image/restore-point.js';
 import { ChunkFetcher } from './chunk-fetch.js';
+import { gatedReader, setGate } from './gate.js';
 import { baseFiles, regionCount, REGION } from '../store/base.js';
 import { segmentPaths } from '../store/segment.js';
 import { STORE_FORMAT, writeMeta, writeWindow } from '../store/state.js';
@@ -46,7 +47,7 @@ export interface OpenArchiveOptions {
   concurrency?: number;
   /** bytes received, as they arrive */
   onBytes?: (n: number) => void;
-  /** once everything is in: bytes received and what the objects the point needs hold */
+  /** on close(): bytes received, and what the objects the point needs hold (what downloading them whole would cost) */
   onFetched?: (f: { bytes: number; objectBytes: number; requests: number }) => void;
 }
 
@@ -109,7 +110,8 @@ export async function openArchivedStore(location: string, opts: OpenArchiveOptio
     };
     // with a point: segment data and base images as placeholders, filled with what the point needs
     const ranged = opts.point !== undefined;
-    fetcher = new ChunkFetcher(objects, (k) => keyOf(url, k), where);
+    const concurrency = opts.concurrency ?? 4;
+    fetcher = new ChunkFetcher(objects, (k) => keyOf(url, k), where, { concurrency, signal: opts.signal, onBytes });
     const chunks = fetcher;
     let wholeBytes = 0;
     for (const s of segs) {
@@ -143,45 +145,53 @@ export async function openArchivedStore(location: string, opts: OpenArchiveOptio
         fs.rmSync(packed);
       });
     }
-    const concurrency = opts.concurrency ?? 4;
     await runPool(jobs, concurrency);
     const store = await JournalStore.open(d, { readOnly: true, log: opts.log });
+    let complete = !ranged;
     try {
-      if (ranged) await fetchForPoint(store, chunks, opts.point!, Boolean(opts.consistent), { ...opts, concurrency, onBytes });
+      // what resolving the point reads is fetched now; what its volumes are made of goes on in the background
+      if (ranged) (await planForPoint(store, chunks, opts.point!, Boolean(opts.consistent))).done.then(() => (complete = true), () => undefined);
     } catch (err) {
       await store.close();
       throw err;
     }
-    opts.onFetched?.({ bytes: received, objectBytes: wholeBytes + chunks.objectBytes, requests: chunks.stats.requests + jobs.length });
-    opts.log?.debug(`fetched ${received} bytes in ${chunks.stats.requests + jobs.length} requests; the objects the point needs hold ${wholeBytes + chunks.objectBytes}`);
+    setGate(store, (file, pos, length) => chunks.ensure(file, pos, length), () => complete);
+    const pointInTime = store.pointInTime.bind(store);
+    store.pointInTime = async (seq) => gatedReader(store, await pointInTime(seq));
     const close = store.close.bind(store);
     store.close = async () => {
-      await close();
-      fs.rmSync(d, { recursive: true, force: true });
+      try {
+        const report = { bytes: 0, objectBytes: wholeBytes + chunks.objectBytes, requests: 0 };
+        await chunks.close();
+        objects.destroy();
+        report.bytes = received;
+        report.requests = chunks.stats.requests + jobs.length;
+        opts.onFetched?.(report);
+        opts.log?.debug(`fetched ${report.bytes} bytes in ${report.requests} requests; the objects the point needs hold ${report.objectBytes}`);
+        await close();
+      } finally {
+        fs.rmSync(d, { recursive: true, force: true });
+      }
     };
     return store;
   } catch (err) {
+    await fetcher?.close();
+    objects.destroy();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
     throw err;
-  } finally {
-    fetcher?.close();
-    objects.destroy();
   }
 }
 
 /** what one sources() call covers at most (bounds the list it returns) */
-const SOURCES_SPAN = 64 << 20;
+const SOURCES_SPAN = 16 << 20;
 
 /**
  * Fill the placeholders with what restoring `point` reads: the records that resolving it
  * walks (the first of the window for its description, the point's own record for its time, the
- * records around a time), then every byte range the point-in-time reader of each volume preads.
+ * records around a time) now, then, queued in volume order, every byte range the
+ * point-in-time reader of each volume preads. Returns the background fetch (its failure reaches the reads).
  */
-async function fetchForPoint(
-  store: JournalStore, chunks: ChunkFetcher, point: string, consistent: boolean,
-  opts: OpenArchiveOptions & { concurrency: number; onBytes: (n: number) => void },
-): Promise<void> {
-  const go = (): Promise<void> => chunks.fetch(opts.concurrency, { signal: opts.signal, onBytes: opts.onBytes });
+async function planForPoint(store: JournalStore, chunks: ChunkFetcher, point: string, consistent: boolean): Promise<{ done: Promise<void> }> {
   needRecord(store, chunks, store.firstSeq);
   needRecord(store, chunks, store.lastSeq);
   const p = point.trim();
@@ -195,10 +205,10 @@ async function fetchForPoint(
     }
     if (t !== null) needTimeWalk(store, chunks, t);
   }
-  await go();
+  await chunks.fetch();
   const at = resolveRestorePoint(store, point, consistent);
   needRecord(store, chunks, at.seq);
-  await go();
+  await chunks.fetch();
   const r = await store.pointInTime(at.seq);
   try {
     // allocated() waits for the whole block map; outside its runs a read preads nothing
@@ -212,7 +222,7 @@ async function fetchForPoint(
   } finally {
     await r.release();
   }
-  await go();
+  return { done: chunks.fetch() };
 }
 
 /** The bytes store.locate(seq) walks: from the sparse index point before it to the next one. */

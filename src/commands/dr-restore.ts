@@ -6,6 +6,7 @@ import { DrError, EXIT } from '../errors.js';
 import { JournalStore, type PointInTimeReader } from '../store/index.js';
 import { parallelReader } from '../image/restore-workers.js';
 import { isArchiveUrl } from '../archive/url.js';
+import { gatedReader } from '../archive/gate.js';
 import { restoreToFile, restoreToStream, type RestoreOptions } from '../image/restore-file.js';
 import { AtomicOutput, checkOutput, endWriter, fileWriter, openSpecialOutput } from '../image/restore-output.js';
 import {
@@ -162,13 +163,14 @@ async function openReader(store: JournalStore, point: RestorePoint, jobs: number
   if (jobs <= 1) return main;
   try {
     const par = await parallelReader(main, store.dir, jobs);
-    return {
+    // a store being fetched from an s3:// archive: the worker threads' reads wait for their bytes too
+    return gatedReader(store, {
       ...par,
       release: async () => {
         await par.release();
         await main.release();
       },
-    };
+    });
   } catch (err) {
     await main.release();
     throw err;

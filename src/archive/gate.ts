@@ -1,0 +1,43 @@
+/**
+ * Reads of a store rebuilt from the bucket wait for their bytes: openArchivedStore() returns
+ * while the ranges the point needs are still being fetched into the placeholders, so a
+ * restore runs alongside the download. Its point-in-time readers are gated here: a read asks
+ * the reader which file ranges it will pread (sources()), waits until they are in (fetched
+ * at once if nobody asked for them yet), then reads.
+ *
+ * Kept apart from restore.ts (which loads the AWS SDK): dr-restore gates the readers it
+ * builds itself (worker threads read the files directly) with gatedReader(), a no-op for a
+ * local store.
+ */
+import type { JournalStore } from '../store/index.js';
+import type { PointInTimeReader } from '../store/pit.js';
+
+/** waits until local file bytes [pos, pos+length) are in */
+export type Ensure = (file: string, pos: number, length: number) => Promise<void>;
+
+const gates = new WeakMap<JournalStore, { ensure: Ensure; complete: () => boolean }>();
+
+export function setGate(store: JournalStore, ensure: Ensure, complete: () => boolean): void {
+  gates.set(store, { ensure, complete });
+}
+
+/** `reader` with reads that wait for their bytes when `store` is being fetched from the bucket; else `reader` itself. */
+export function gatedReader(store: JournalStore, reader: PointInTimeReader): PointInTimeReader {
+  const gate = gates.get(store);
+  if (!gate) return reader;
+  const read = reader.read.bind(reader);
+  const sources = reader.sources.bind(reader);
+  const gatedRead = async (volume: number, offset: number, length: number): Promise<Buffer> => {
+    // once everything is in, reads go straight through
+    if (!gate.complete()) await Promise.all(sources(volume, offset, length).map((s) => gate.ensure(s.file, s.pos, s.length)));
+    return read(volume, offset, length);
+  };
+  // everything else is the reader's own (methods bound to it)
+  return new Proxy(reader, {
+    get(target, prop) {
+      if (prop === 'read') return gatedRead;
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
