@@ -90,7 +90,7 @@ try {
     console.log(JSON.stringify({
       area: 'apply', name: c.name, drkit_s: Number(best.s.toFixed(3)), peer: 'dd bs=64K conv=fsync', peer_s: Number(bestDd.s.toFixed(3)),
       ratio: Number((bestDd.s / best.s).toFixed(3)), higher_is_better: true, drkit_peak_mib: best.peak, bytes: size,
-      note: `best of ${rounds}; target is a new file on ${tmpdir()}; stream read from a file on standard input`,
+      note: `best of ${rounds}; target is a new file on ${tmpdir()}; stream read from a file on standard input; CPU (user+sys) drkit ${best.cpu.toFixed(2)} s, dd ${bestDd.cpu.toFixed(2)} s`,
     }));
     rmSync(stream, { force: true });
   }

@@ -57,6 +57,8 @@ const MAX_RUN_BYTES = 1024 * 1024;
 const MAX_RUN_PIECES = 1024;
 const PUNCH_MIN_BYTES = 4 * 1024 * 1024;
 const ZERO_CHUNK = 1024 * 1024;
+/** writes of non-overlapping runs performed at once (Node's thread pool has 4 threads) */
+const WRITES_IN_FLIGHT = 3;
 
 export interface TargetSpec {
   /** volume name, or null for the single volume of a one-volume stream */
@@ -196,6 +198,8 @@ export class Applier {
   /** bytes of WRITE data queued and not yet written */
   queuedBytes = 0;
   private executing: Promise<void> | null = null;
+  /** set while the executor waits for running writes with nothing queued: call to give it new work */
+  private wakeExecutor: (() => void) | null = null;
   private failure: unknown = null;
   private progressWaiters: Array<() => void> = [];
   private started = false;
@@ -220,6 +224,7 @@ export class Applier {
   private enqueue(op: Op): void {
     if (this.failure !== null) return;
     this.queue.push(op);
+    this.wakeExecutor?.();
     if (this.executing === null) {
       this.executing = this.execute().finally(() => {
         this.executing = null;
@@ -234,15 +239,53 @@ export class Applier {
     for (const f of w) f();
   }
 
+  /**
+   * Perform the queue in order. Up to WRITES_IN_FLIGHT writes run at once when their
+   * ranges do not overlap (the bytes end up the same in any completion order, and
+   * the next write is already waiting in the thread pool when one ends instead of
+   * waiting for the main thread to finish decoding); anything else waits for every
+   * write before it, and writes after it wait for it.
+   */
   private async execute(): Promise<void> {
-    while (this.queue.length > 0 && this.failure === null) {
-      const op = this.queue.shift()!;
+    const inFlight = new Set<{ run: Run; done: Promise<void> }>();
+    const fail = (err: unknown): void => {
+      if (this.failure === null) this.failure = err;
+      this.queue.length = 0;
+      this.queuedBytes = 0;
+    };
+    for (;;) {
+      if (this.queue.length === 0 || this.failure !== null) {
+        if (inFlight.size === 0) break;
+        // writes still running: wait for one to end, or for more work queued meanwhile
+        const queued = new Promise<void>((resolve) => (this.wakeExecutor = resolve));
+        await Promise.race([queued, ...[...inFlight].map((w) => w.done)]);
+        this.wakeExecutor = null;
+        continue;
+      }
+      const op = this.queue[0]!;
+      if (op.kind === 'write' && inFlight.size < WRITES_IN_FLIGHT && !overlapsAny(op.run, inFlight)) {
+        this.queue.shift();
+        const w = {
+          run: op.run,
+          done: this.writeRun(op.run).then(
+            () => { inFlight.delete(w); this.notify(); },
+            (err: unknown) => { inFlight.delete(w); fail(err); this.notify(); },
+          ),
+        };
+        inFlight.add(w);
+        continue;
+      }
+      if (inFlight.size > 0) {
+        // a write that must wait, or an operation after writes: wait for one (or all) to end
+        if (op.kind === 'write') await Promise.race([...inFlight].map((w) => w.done));
+        else await Promise.all([...inFlight].map((w) => w.done));
+        continue;
+      }
+      this.queue.shift();
       try {
         await this.perform(op);
       } catch (err) {
-        this.failure = err;
-        this.queue.length = 0;
-        this.queuedBytes = 0;
+        fail(err);
       }
       this.notify();
     }
@@ -679,6 +722,12 @@ export class Applier {
     const at = this.appliedTime ? ` (${formatMicros(this.appliedTime)})` : '';
     return `replica at seq ${this.durableSeq}${at}`;
   }
+}
+
+/** Does `run` touch a byte that one of the writes in flight touches? */
+function overlapsAny(run: Run, inFlight: Set<{ run: Run }>): boolean {
+  for (const w of inFlight) if (w.run.target === run.target && w.run.start < run.end && run.start < w.run.end) return true;
+  return false;
 }
 
 function isBlockDevice(path: string): boolean {
