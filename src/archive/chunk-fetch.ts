@@ -21,16 +21,7 @@ import type { ObjectStore } from './objects.js';
 // a packed base image chunk is exactly one region (the last one of a volume may be short)
 if (REGION !== SUM_CHUNK) throw new Error('archive chunk size and base image region size differ');
 
-const writev = promisify(fs.writev);
-
-/** What is left of `pieces` after the first `n` bytes were written. */
-function rest(pieces: Buffer[], n: number): Buffer[] {
-  let i = 0;
-  while (i < pieces.length && n >= pieces[i]!.length) n -= pieces[i++]!.length;
-  const out = pieces.slice(i);
-  if (n > 0 && out.length > 0) out[0] = out[0]!.subarray(n);
-  return out;
-}
+const write = promisify(fs.write);
 
 /** chunks per ranged GET at most: long enough to stream, short enough to spread over the requests in flight */
 const MAX_RUN = 16;
@@ -273,20 +264,16 @@ export class ChunkFetcher {
       run.state = IN_FLIGHT;
       this.stats.requests++;
       try {
-        await this.objects.readChunks(t.key, c0, c1, t.object.sums, async (k, pieces) => {
-          // on the thread pool: the main thread goes on receiving and checking
-          let at = (t.regionOf ? t.regionOf[k]! : k) * SUM_CHUNK;
+        await this.objects.readChunks(t.key, c0, c1, t.object.sums, async (k, bytes) => {
+          // on the thread pool: the main thread goes on receiving and checking the next chunk
+          const at = (t.regionOf ? t.regionOf[k]! : k) * SUM_CHUNK;
           try {
-            while (pieces.length > 0) {
-              const { bytesWritten: n } = await writev(t.fd, pieces, at);
-              at += n;
-              this.stats.bytes += n;
-              this.onBytes?.(n);
-              pieces = rest(pieces, n);
-            }
+            for (let done = 0; done < bytes.length;) done += (await write(t.fd, bytes, done, bytes.length - done, at + done)).bytesWritten;
           } catch (err) {
             throw fromSystemError(err, `cannot write ${t.file}`);
           }
+          this.stats.bytes += bytes.length;
+          this.onBytes?.(bytes.length);
         }, this.abort.signal);
       } catch (err) {
         this.fail(this.closed ? new DrError('DR_INTERRUPTED', 'archive transfer interrupted') : err);

@@ -479,53 +479,56 @@ export class ObjectStore {
   }
 
   /**
-   * Checksum chunks c0..c1 of an object in one ranged GET, streamed: each chunk is checked
-   * against the object's sums once its last byte is in, then handed to `onChunk(chunk, pieces)`
-   * as the buffers it arrived in (no copy); a write it returns is awaited before the next chunk
-   * is handed over, so one chunk is written while the next arrives. Memory: about two chunks.
+   * Checksum chunks c0..c1 of an object in one ranged GET, streamed: the bytes are gathered
+   * into a chunk buffer as they arrive, each chunk is checked against the object's sums once
+   * its last byte is in, then handed to `onChunk(chunk, bytes)`; a write it returns is awaited
+   * before that buffer is filled again. Two chunk buffers take turns, so one chunk is written
+   * while the next arrives, and the socket's buffers die young (far less garbage collection
+   * than holding them until the chunk is complete). Memory: two chunks.
    */
   async readChunks(
     key: string, c0: number, c1: number, sumsSha: string,
-    onChunk: (chunk: number, pieces: Buffer[]) => Promise<void> | void, signal?: AbortSignal,
+    onChunk: (chunk: number, bytes: Buffer) => Promise<void> | void, signal?: AbortSignal,
   ): Promise<number> {
     const s = await this.sums(key, sumsSha);
     const start = c0 * s.chunk;
     const end = Math.min(s.size, (c1 + 1) * s.chunk);
     if (c0 < 0 || c1 < c0 || start >= end) throw new DrError('DR_OUT_OF_RANGE', `chunks ${c0}..${c1} are past the end of ${this.where(key)} (${s.size} bytes)`);
+    const bufs = [Buffer.allocUnsafeSlow(Math.min(s.chunk, end - start)), Buffer.allocUnsafeSlow(Math.min(s.chunk, end - start))];
+    const writes: Array<Promise<void> | void> = [undefined, undefined];
+    let turn = 0;
     let c = c0;
     let within = 0;
     let crc = 0;
     let pos = start;
-    let pieces: Buffer[] = [];
-    let writing: Promise<void> | void = undefined;
     try {
       const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end - 1}` }), { abortSignal: signal });
       for await (const data of r.Body as AsyncIterable<Buffer>) {
         let q = 0;
         while (q < data.length) {
           if (pos >= end) throw new DrError('DR_BAD_CHECKSUM', `${this.where(key)} is corrupt: more than the ${end - start} bytes asked for at ${start}`);
+          if (within === 0) await writes[turn]; // this buffer's last chunk is written
           const chunkLen = Math.min(s.chunk, s.size - c * s.chunk);
           const n = Math.min(data.length - q, chunkLen - within);
-          const piece = n === data.length ? data : data.subarray(q, q + n);
-          crc = crc32(piece, crc);
-          pieces.push(piece);
+          data.copy(bufs[turn]!, within, q, q + n);
           within += n;
           pos += n;
           q += n;
           if (within === chunkLen) {
+            crc = crc32(bufs[turn]!.subarray(0, chunkLen));
             this.checkChunk(key, s, c, crc);
-            await writing;
-            writing = onChunk(c, pieces);
-            pieces = [];
+            const w = onChunk(c, bufs[turn]!.subarray(0, chunkLen));
+            w?.catch(() => undefined); // its failure is taken when it is awaited, not as an unhandled rejection
+            writes[turn] = w;
+            turn ^= 1;
             c++;
             within = 0;
-            crc = 0;
           }
         }
       }
-      await writing;
+      await Promise.all(writes);
     } catch (err) {
-      if (writing) await Promise.resolve(writing).catch(() => undefined); // never leave a write behind
+      await Promise.allSettled(writes); // never leave a write behind
       throw this.fail(err, 'reading', key);
     }
     if (pos !== end) throw new DrError('DR_BAD_CHECKSUM', `${this.where(key)} is corrupt: ${pos - start} bytes at ${start}, expected ${end - start}`);
