@@ -12,7 +12,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { cephForTest, type Ceph } from '../helpers/ceph.js';
 import { journal, spawnJournal, s3Client, s3Opts } from '../helpers/archive-run.js';
-import { buildStore, seqAtTime, tempDir } from '../helpers/restore-store.js';
+import { buildStore, peer, requirePeers, seqAtTime, serve, tempDir, untar } from '../helpers/restore-store.js';
 import { run } from '../helpers/run.js';
 import { openArchivedStore, listArchivedGroups, readManifest } from '../../src/archive/restore.js';
 import { makeWorkload } from '../helpers/workload.js';
@@ -143,6 +143,24 @@ t.test('a restore fetches only the ranges its point needs', async (t) => {
   } finally {
     await atTime.close();
   }
+  // --tar (with --consistent) and --serve from the bucket: their reads wait for the ranges they need
+  const m = w.marks[1]!;
+  const rt = await run('dr-restore', [url, '--at', `seq:${m.seq + 3}`, '--consistent', '--tar', '-'], { env: ceph.env });
+  t.equal(rt.code, 0, rt.stderr);
+  const entries = await untar(rt.stdout);
+  t.ok(entries.get('hot')!.equals(m.images[0]!), `--tar --consistent moves back to mark ${m.name}: bytes equal`);
+  if (!requirePeers(t, ['qemu-img'])) return;
+  const saved = { ...process.env };
+  Object.assign(process.env, ceph.env);
+  t.teardown(() => {
+    for (const k of Object.keys(ceph.env)) if (saved[k] === undefined) delete process.env[k];
+    Object.assign(process.env, saved);
+  });
+  const sv = await serve(t, [url, '--port', '0', '--at', 'latest'], 1);
+  const img = path.join(tempDir(t, 'drkit-archive-serve-'), 'served.img');
+  await peer('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', sv.exports[0]!.uri, img]);
+  t.ok(fs.readFileSync(img).equals(w.final[0]!), '--serve from the bucket: qemu-img reads the latest image');
+  t.equal((await sv.stop()).code, 0, `clean stop: ${sv.stderr()}`);
 });
 
 t.test('the archive keeps what local prunes release, and lists groups', async (t) => {
