@@ -142,9 +142,12 @@ export class StreamParser {
   offset = 0;
   recordCount = 0;
   private queue = new ByteQueue();
+  /** header of the record whose payload has not fully arrived yet */
   private pendingHeader: RecordHeader | null = null;
-  private pendingHeaderBytes: Buffer | null = null;
   private digest: Hash | null;
+  /** record headers not yet given to the digest: one update per batch, not per record */
+  private digestBatch: Buffer | null = null;
+  private digestBatched = 0;
   private sawSequenced = false;
   private failed: DrError | null = null;
 
@@ -158,19 +161,34 @@ export class StreamParser {
     return this.queue.length;
   }
 
-  /** Items decoded before an error are left in `out`, so callers can use the valid prefix. */
-  push(chunk: Buffer, out: StreamItem[] = []): StreamItem[] {
+  /**
+   * Items decoded before an error are left in `out`, so callers can use the valid prefix.
+   * With `raws`, each item's bytes as received (64 for the header, header and payload for a
+   * record) are pushed there too, one per item: views of `chunk` where the item lies in it,
+   * so they stay valid as long as the chunk's memory does (see detach()).
+   */
+  push(chunk: Buffer, out: StreamItem[] = [], raws?: Buffer[]): StreamItem[] {
     if (this.failed) throw this.failed;
     if (chunk.length === 0) return out;
     if (this.ended) throw this.fail(new DrError('DR_TRAILING_DATA', 'data after the END record'), this.offset);
     this.queue.push(chunk);
     try {
-      this.drain(out);
+      this.drain(out, raws);
     } catch (err) {
       if (err instanceof DrError && !this.failed) throw this.fail(err, this.offset);
       throw err;
+    } finally {
+      this.flushDigest();
     }
     return out;
+  }
+
+  /**
+   * Copy the bytes of an incomplete record still held, so the caller may fill the
+   * buffers it pushed again (a reader that reuses its read buffers calls this before).
+   */
+  detach(): void {
+    this.queue.detach();
   }
 
   /** Call at end of input: throws DR_TRUNCATED unless the stream ended with a valid END. */
@@ -191,43 +209,55 @@ export class StreamParser {
     return e;
   }
 
-  private drain(out: StreamItem[]): void {
+  private drain(out: StreamItem[], raws: Buffer[] | undefined): void {
+    const queue = this.queue;
     if (this.header === null) {
       // Check the magic as soon as it can be seen, so a wrong input fails early.
-      if (this.queue.length < HEADER_SIZE) {
-        const head = this.queue.peek(this.queue.length);
+      if (queue.length < HEADER_SIZE) {
+        const head = queue.peek(queue.length);
         const magic = Buffer.from([0x89, 0x44, 0x52, 0x4a, 0x0d, 0x0a, 0x1a, 0x0a]);
         if (!magic.subarray(0, Math.min(8, head.length)).equals(head.subarray(0, Math.min(8, head.length)))) {
           throw new DrError('DR_BAD_MAGIC', 'not a drkit journal stream (bad magic)');
         }
         return;
       }
-      const hb = this.queue.take(HEADER_SIZE);
+      const hb = queue.take(HEADER_SIZE);
       this.header = decodeHeader(hb);
       this.digest?.update(hb);
       this.offset = HEADER_SIZE;
       this.lastSeq = this.header.firstSeq - 1;
       out.push(this.header);
+      raws?.push(hb);
     }
     for (;;) {
-      if (this.pendingHeader === null) {
-        if (this.queue.length < RECORD_HEADER_SIZE) return;
-        const hb = this.queue.take(RECORD_HEADER_SIZE);
-        this.pendingHeaderBytes = hb;
-        this.pendingHeader = decodeRecordHeader(hb);
-        this.checkOrder(this.pendingHeader);
+      let h = this.pendingHeader;
+      // the whole record as one buffer: a view when it lies in one chunk (the common case)
+      let raw: Buffer | null = null;
+      if (h === null) {
+        if (queue.length < RECORD_HEADER_SIZE) return;
+        const front = queue.front!;
+        const at = queue.frontOffset;
+        if (front.length - at >= RECORD_HEADER_SIZE) {
+          const total = RECORD_HEADER_SIZE + front.readUInt32LE(at + 4);
+          if (front.length - at >= total) raw = front.subarray(at, at + total);
+        }
+        h = decodeRecordHeader(raw ?? queue.peek(RECORD_HEADER_SIZE));
+        this.checkOrder(h);
+        this.pendingHeader = h;
       }
-      const h = this.pendingHeader;
-      if (this.queue.length < h.payloadLength) return;
-      const payload = h.payloadLength === 0 ? Buffer.alloc(0) : this.queue.take(h.payloadLength);
-      const hb = this.pendingHeaderBytes!;
-      if (!recordCrcMatches(hb, h, [payload])) throw new DrError('DR_BAD_CHECKSUM', `record checksum mismatch (seq ${h.seq})`);
+      const total = RECORD_HEADER_SIZE + h.payloadLength;
+      if (raw === null) {
+        if (queue.length < total) return;
+        raw = queue.peek(total);
+      }
+      const payload = raw.subarray(RECORD_HEADER_SIZE);
+      if (!recordCrcMatches(raw, h, [payload])) throw new DrError('DR_BAD_CHECKSUM', `record checksum mismatch (seq ${h.seq})`);
       const rec = decodePayload(h, payload, this.volumes);
       if (rec.type === 'end') this.checkEnd(rec);
-      this.digest?.update(hb);
+      this.digestHeader(raw);
+      queue.drop(total);
       this.pendingHeader = null;
-      this.pendingHeaderBytes = null;
-      this.offset += RECORD_HEADER_SIZE + h.payloadLength;
+      this.offset += total;
       if (rec.type === 'volume') this.volumes.push(rec);
       else if (rec.type !== 'end') {
         this.lastSeq = rec.seq;
@@ -237,11 +267,26 @@ export class StreamParser {
       if (rec.type === 'end') this.ended = true;
       else this.recordCount++;
       out.push(rec);
+      raws?.push(raw);
       if (this.ended) {
-        if (this.queue.length > 0) throw new DrError('DR_TRAILING_DATA', 'data after the END record');
+        if (queue.length > 0) throw new DrError('DR_TRAILING_DATA', 'data after the END record');
         return;
       }
     }
+  }
+
+  private digestHeader(raw: Buffer): void {
+    if (this.digest === null) return;
+    const batch = (this.digestBatch ??= Buffer.allocUnsafe(256 * RECORD_HEADER_SIZE));
+    raw.copy(batch, this.digestBatched, 0, RECORD_HEADER_SIZE);
+    this.digestBatched += RECORD_HEADER_SIZE;
+    if (this.digestBatched === batch.length) this.flushDigest();
+  }
+
+  private flushDigest(): void {
+    if (this.digestBatched === 0) return;
+    this.digest!.update(this.digestBatch!.subarray(0, this.digestBatched));
+    this.digestBatched = 0;
   }
 
   /** Checks that need only the header, so a bad seq is refused before its payload is read. */
@@ -260,6 +305,7 @@ export class StreamParser {
   private checkEnd(end: EndRecord): void {
     if (end.recordCount !== this.recordCount) throw new DrError('DR_TRAILER_MISMATCH', `END counts ${end.recordCount} records, stream has ${this.recordCount}`);
     if (end.byteCount !== this.offset) throw new DrError('DR_TRAILER_MISMATCH', `END counts ${end.byteCount} bytes, stream has ${this.offset}`);
+    this.flushDigest();
     if (this.digest && !this.digest.copy().digest().equals(end.digest)) throw new DrError('DR_TRAILER_MISMATCH', 'END digest does not match the stream');
   }
 }

@@ -1,8 +1,10 @@
 /**
  * The single appender of a store: takes the append lock, continues the open
  * segment (or starts one), appends records synchronously through a 1 MiB staging
- * buffer, seals full segments (END, fdatasync, index file) and makes everything
- * durable on sync(): fdatasync of the segment, then the `durable` hint file.
+ * buffer (or, with appendBorrowed(), straight from the caller's memory, written by
+ * writeOut() on the thread pool while the caller decodes its next chunk), seals full
+ * segments (END, fdatasync, index file) and makes everything durable on sync():
+ * fdatasync of the segment, then the `durable` hint file.
  * A record already stored is compared with the stored one (its 32-byte record
  * header, which carries the CRC of the whole record) and skipped; a gap or a
  * different record is refused before anything is written.
@@ -15,9 +17,10 @@ import {
   RECORD_HEADER_SIZE, encodeRecord, idToString, type SequencedRecord, type StreamHeader, type VolumeRecord,
 } from '../format/layout.js';
 import { nowMicros } from '../format/codec.js';
-import { preadSync, writeFileDurable, fsyncDir } from './files.js';
+import { byteLength, preadSync, writeFileDurable, writeFileDurableAsync, fsyncDir, writevAll, writevAllSync } from './files.js';
+import { PendingWrites } from './pending-writes.js';
 import { LockFile } from './lock.js';
-import { RecordWalker, segmentPaths, segmentPrologue, writeIndex, type SegmentBuilder } from './segment.js';
+import { RecordWalker, encodeIndex, segmentPaths, segmentPrologue, type SegmentBuilder } from './segment.js';
 import { APPEND_LOCK, durablePath, encodeDurable, readWindow, volumeToMeta, writeMeta } from './state.js';
 import type { JournalStore, SegmentEntry } from './store.js';
 
@@ -29,8 +32,24 @@ export interface Appender {
   begin(header: StreamHeader, volumes: VolumeRecord[]): void;
   /** the seq the store expects next */
   readonly nextSeq: number;
-  /** Append one record synchronously; false when it was already stored (and identical). */
+  /**
+   * Append one record synchronously; false when it was already stored (and identical).
+   * `encoded`: the record's bytes (checked by the caller, e.g. the stream parser) in one or
+   * more pieces, the first starting with the 32-byte record header; they are copied.
+   */
   append(rec: SequencedRecord, encoded?: Buffer[]): boolean;
+  /**
+   * append(rec, [bytes]) without the copy: the appender keeps a view of `bytes` (the whole
+   * record, checked by the caller) until writeOut() has resolved, so the caller must not
+   * change that memory before then.
+   */
+  appendBorrowed(rec: SequencedRecord, bytes: Buffer): boolean;
+  /**
+   * Write everything appended so far on the thread pool (no fsync); resolves when the
+   * kernel has it. Until then append(), begin(), handOff() and syncSync() refuse to run;
+   * sync() waits for it.
+   */
+  writeOut(): Promise<void>;
   /**
    * Hand every staged record to the kernel (a write, no fsync): after it, a crash of this
    * process loses none of them (a power loss still may, until sync). A writer that must
@@ -50,11 +69,11 @@ export class StoreAppender implements Appender {
   private fd: number | null = null;
   private segment: SegmentEntry | null = null;
   private builder: SegmentBuilder | null = null;
-  /** file offset where the staged bytes go */
+  /** file offset where the pending bytes go */
   private writePos = 0;
-  private staging = Buffer.allocUnsafe(STAGING);
-  private staged = 0;
-  private big: Buffer[] | null = null;
+  private pending = new PendingWrites(STAGING);
+  /** a writeOut() still running */
+  private writing: Promise<void> | null = null;
   private failed: DrError | null = null;
   private syncChain: Promise<void> = Promise.resolve();
   private syncsInFlight = 0;
@@ -101,6 +120,12 @@ export class StoreAppender implements Appender {
     if (this.closed) throw new DrError('DR_USAGE', 'appender is closed');
   }
 
+  /** check(), and no writeOut() running: its bytes and the next ones would share the staging buffer and file range. */
+  private checkIdle(): void {
+    this.check();
+    if (this.writing) throw new DrError('DR_USAGE', 'appender used while writeOut() is still running (await it first)');
+  }
+
   private fail(err: unknown, what: string): DrError {
     const e = fromSystemError(err, what);
     this.failed = e;
@@ -108,7 +133,7 @@ export class StoreAppender implements Appender {
   }
 
   begin(header: StreamHeader, volumes: VolumeRecord[]): void {
-    this.check();
+    this.checkIdle();
     const store = this.store;
     const meta = store.meta;
     let changed = false;
@@ -175,7 +200,15 @@ export class StoreAppender implements Appender {
   }
 
   append(rec: SequencedRecord, encoded?: Buffer[]): boolean {
-    this.check();
+    return this.add(rec, encoded, false);
+  }
+
+  appendBorrowed(rec: SequencedRecord, bytes: Buffer): boolean {
+    return this.add(rec, [bytes], true);
+  }
+
+  private add(rec: SequencedRecord, encoded: Buffer[] | undefined, borrowed: boolean): boolean {
+    this.checkIdle();
     if (rec.seq < this.nextSeq) return this.compareStored(rec, encoded);
     if (rec.seq > this.nextSeq) {
       throw new DrError('DR_SEQ_GAP', `record seq ${rec.seq} would leave a gap: ${this.store.dir} holds up to seq ${this.nextSeq - 1} (resend from seq ${this.nextSeq})`, { lastGoodSeq: this.nextSeq - 1 });
@@ -189,8 +222,7 @@ export class StoreAppender implements Appender {
       if (rec.offset + length > vol.size) throw new DrError('DR_OUT_OF_RANGE', `seq ${rec.seq}: ${rec.offset}+${length} is past the end of volume ${vol.name} (${vol.size} bytes)`);
     }
     const parts = encoded ?? encodeRecord(rec);
-    let len = 0;
-    for (const p of parts) len += p.length;
+    const len = byteLength(parts);
     try {
       if (!this.builder) this.startSegment(rec.seq);
       else if (this.builder.summary.dataEnd + len > this.store.segmentSize && this.builder.summary.records > 0) {
@@ -199,7 +231,7 @@ export class StoreAppender implements Appender {
       }
       const b = this.builder!;
       const offset = b.summary.dataEnd;
-      this.stage(parts, len);
+      this.stage(parts, len, borrowed);
       b.addRecord(rec, offset, parts[0]!, len);
     } catch (err) {
       throw this.failed ?? this.fail(err, `cannot append to ${this.store.dir}`);
@@ -210,7 +242,7 @@ export class StoreAppender implements Appender {
   }
 
   handOff(): void {
-    this.check();
+    this.checkIdle();
     try {
       this.flushStaged();
     } catch (err) {
@@ -218,46 +250,56 @@ export class StoreAppender implements Appender {
     }
   }
 
-  private stage(parts: Buffer[], len: number): void {
-    if (this.staged + len > STAGING) this.flushStaged();
+  private stage(parts: Buffer[], len: number, borrowed: boolean): void {
+    if (borrowed) {
+      for (const p of parts) this.pending.borrow(p);
+      return;
+    }
+    if (!this.pending.fits(len)) this.flushStaged();
     if (len > STAGING) {
-      this.big = parts;
+      for (const p of parts) this.pending.borrow(p);
       this.flushStaged();
       return;
     }
-    for (const p of parts) {
-      p.copy(this.staging, this.staged);
-      this.staged += p.length;
+    this.pending.copy(parts);
+  }
+
+  /** Write the pending bytes to the open segment. On failure the segment is cut back to its last complete record. */
+  private flushStaged(): void {
+    if (this.fd === null || this.pending.bytes === 0) return;
+    const at = this.writePos;
+    const bufs = this.pending.take();
+    try {
+      writevAllSync(this.fd, bufs, at);
+    } catch (err) {
+      throw this.writeFailed(err, this.fd, at);
+    }
+    this.writePos = at + byteLength(bufs);
+  }
+
+  async writeOut(): Promise<void> {
+    this.checkIdle();
+    if (this.fd === null || this.pending.bytes === 0) return;
+    const fd = this.fd;
+    const at = this.writePos;
+    const bufs = this.pending.take();
+    this.writePos = at + byteLength(bufs);
+    const writing = writevAll(fd, bufs, at);
+    this.writing = writing;
+    try {
+      await writing;
+    } catch (err) {
+      throw this.writeFailed(err, fd, at);
+    } finally {
+      this.writing = null;
     }
   }
 
-  /** Write the staged bytes to the open segment. On failure the segment is cut back to its last complete record. */
-  private flushStaged(): void {
-    if (this.fd === null) return;
-    const bufs: Buffer[] = [];
-    if (this.staged > 0) bufs.push(this.staging.subarray(0, this.staged));
-    if (this.big) bufs.push(...this.big);
-    if (bufs.length === 0) return;
-    let total = 0;
-    for (const b of bufs) total += b.length;
-    let done = 0;
+  private writeFailed(err: unknown, fd: number, at: number): DrError {
     try {
-      while (done < total) {
-        const rest = sliceFrom(bufs, done);
-        const n = fs.writevSync(this.fd, rest, this.writePos + done);
-        if (n <= 0) throw new Error('short write');
-        done += n;
-      }
-    } catch (err) {
-      try {
-        fs.ftruncateSync(this.fd, this.writePos);
-      } catch { /* the torn tail is trimmed on the next open */ }
-      throw this.fail(err, `cannot write segment ${this.segment?.data ?? ''}`);
-    } finally {
-      this.staged = 0;
-      this.big = null;
-    }
-    this.writePos += total;
+      fs.ftruncateSync(fd, at);
+    } catch { /* the torn tail is trimmed on the next open */ }
+    return this.fail(err, `cannot write segment ${this.segment?.data ?? ''}`);
   }
 
   private startSegment(firstSeq: number): void {
@@ -281,9 +323,8 @@ export class StoreAppender implements Appender {
     if (!b || !seg || this.fd === null) return;
     this.flushStaged();
     const parts = b.endRecord(nowMicros());
-    let len = 0;
-    for (const x of parts) len += x.length;
-    this.stage(parts, len);
+    const len = byteLength(parts);
+    this.stage(parts, len, false);
     this.flushStaged();
     try {
       fs.fdatasyncSync(this.fd);
@@ -292,10 +333,26 @@ export class StoreAppender implements Appender {
     }
     b.summary.size = b.summary.dataEnd + len;
     b.summary.sealed = true;
-    writeIndex(seg.index, b.summary, b.extents.view());
     this.markDurable(b.summary.lastSeq, b.summary.lastTime);
+    // The index is derived from the (now durable) segment, and a store rebuilds a missing
+    // one when opened: it is written on the thread pool, so appending goes on meanwhile;
+    // sync() and close() wait for it.
+    const index = encodeIndex(b.summary, b.extents.view());
+    this.inBackground(() => writeFileDurableAsync(seg.index, index));
     this.retire();
     this.store.openBuilder = null;
+  }
+
+  /** Run `work` in the sync chain: later syncs (and close) wait for it; its failure fails the appender. */
+  private inBackground(work: () => Promise<void>): void {
+    const run = async (): Promise<void> => {
+      try {
+        await work();
+      } catch (err) {
+        throw this.fail(err, `cannot append to ${this.store.dir}`);
+      }
+    };
+    this.syncChain = this.syncChain.then(run, run).catch(() => undefined);
   }
 
   private retire(): void {
@@ -326,6 +383,8 @@ export class StoreAppender implements Appender {
   async sync(): Promise<void> {
     const run = async (): Promise<void> => {
       this.check();
+      while (this.writing) await this.writing.catch(() => undefined);
+      this.check();
       try {
         this.flushStaged();
       } catch (err) {
@@ -352,7 +411,7 @@ export class StoreAppender implements Appender {
   }
 
   syncSync(): void {
-    this.check();
+    this.checkIdle();
     this.flushStaged();
     if (this.fd !== null && this.nextSeq - 1 > this.durableSeq) {
       try {
@@ -368,7 +427,7 @@ export class StoreAppender implements Appender {
   private compareStored(rec: SequencedRecord, encoded?: Buffer[]): boolean {
     const store = this.store;
     if (rec.seq < store.firstSeq) return false; // folded into the base: nothing left to compare with
-    const hb = (encoded ?? encodeRecord(rec))[0]!;
+    const hb = (encoded ?? encodeRecord(rec))[0]!.subarray(0, RECORD_HEADER_SIZE);
     let stored: Buffer;
     try {
       stored = this.storedHeader(rec.seq);
@@ -424,6 +483,7 @@ export class StoreAppender implements Appender {
     } finally {
       this.closed = true;
       await this.syncChain;
+      while (this.writing) await this.writing.catch(() => undefined);
       this.dropDup();
       if (this.fd !== null) fs.closeSync(this.fd);
       for (const fd of this.retired.splice(0)) fs.closeSync(fd);
@@ -433,18 +493,4 @@ export class StoreAppender implements Appender {
       this.lock.release();
     }
   }
-}
-
-function sliceFrom(bufs: Buffer[], skip: number): Buffer[] {
-  if (skip === 0) return bufs;
-  const out: Buffer[] = [];
-  for (const b of bufs) {
-    if (skip >= b.length) {
-      skip -= b.length;
-      continue;
-    }
-    out.push(skip > 0 ? b.subarray(skip) : b);
-    skip = 0;
-  }
-  return out;
 }

@@ -49,6 +49,33 @@ export function writeFileDurable(file: string, data: Buffer | string | Array<Buf
   fsyncDir(path.dirname(file));
 }
 
+/** writeFileDurable() with the writes and syncs on the thread pool. */
+export async function writeFileDurableAsync(file: string, parts: Buffer[]): Promise<void> {
+  const tmp = `${file}.tmp.${process.pid}`;
+  let fh: fs.promises.FileHandle | null = null;
+  try {
+    fh = await fs.promises.open(tmp, 'w', 0o644);
+    await writevAll(fh.fd, parts, 0);
+    await fh.sync();
+    await fh.close();
+    fh = null;
+    await fs.promises.rename(tmp, file);
+  } catch (err) {
+    if (fh !== null) await fh.close().catch(() => undefined);
+    await fs.promises.unlink(tmp).catch(() => undefined);
+    throw ioError(err, `cannot write ${file}`);
+  }
+  let dir: fs.promises.FileHandle | null = null;
+  try {
+    dir = await fs.promises.open(path.dirname(file), 'r');
+    await dir.sync();
+  } catch (err) {
+    throw ioError(err, `cannot sync directory ${path.dirname(file)}`);
+  } finally {
+    await dir?.close().catch(() => undefined);
+  }
+}
+
 /** Read exactly `length` bytes at `position` (fewer only at end of file). */
 export function preadSync(fd: number, length: number, position: number, into?: Buffer): Buffer {
   const buf = into ?? Buffer.allocUnsafe(length);
@@ -116,4 +143,55 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     };
     signal?.addEventListener('abort', done, { once: true });
   });
+}
+
+/** Write all of `bufs` at `position` (looping over short writes). */
+export function writevAllSync(fd: number, bufs: Buffer[], position: number): void {
+  const total = byteLength(bufs);
+  let done = 0;
+  while (done < total) {
+    const n = fs.writevSync(fd, sliceFrom(bufs, done), position + done);
+    if (n <= 0) throw new Error('short write');
+    done += n;
+  }
+}
+
+/** Write all of `bufs` at `position` on the thread pool (looping over short writes). */
+export function writevAll(fd: number, bufs: Buffer[], position: number): Promise<void> {
+  const total = byteLength(bufs);
+  return new Promise((resolve, reject) => {
+    const step = (done: number): void => {
+      if (done >= total) {
+        resolve();
+        return;
+      }
+      fs.writev(fd, sliceFrom(bufs, done), position + done, (err, n) => {
+        if (err) reject(err);
+        else if (n <= 0) reject(new Error('short write'));
+        else step(done + n);
+      });
+    };
+    step(0);
+  });
+}
+
+export function byteLength(bufs: Buffer[]): number {
+  let n = 0;
+  for (const b of bufs) n += b.length;
+  return n;
+}
+
+/** `bufs` without their first `skip` bytes (views, no copy). */
+function sliceFrom(bufs: Buffer[], skip: number): Buffer[] {
+  if (skip === 0) return bufs;
+  const out: Buffer[] = [];
+  for (const b of bufs) {
+    if (skip >= b.length) {
+      skip -= b.length;
+      continue;
+    }
+    out.push(skip > 0 ? b.subarray(skip) : b);
+    skip = 0;
+  }
+  return out;
 }

@@ -70,21 +70,32 @@ export interface SegmentSummary {
   maxExtentLength?: number;
 }
 
-/** Growable array of float64 rows. */
+/** Growable array of float64 rows (at most 5 fields: pushed without an argument array). */
 export class RowList {
   data: Float64Array;
   length = 0;
   constructor(readonly width: number, initial = 1024) {
     this.data = new Float64Array(initial * width);
   }
-  push(...v: number[]): void {
-    if ((this.length + 1) * this.width > this.data.length) {
+  push(a: number, b = 0, c = 0, d = 0, e = 0): void {
+    const at = this.length * this.width;
+    if (at + this.width > this.data.length) {
       const grown = new Float64Array(this.data.length * 2);
       grown.set(this.data);
       this.data = grown;
     }
-    const at = this.length * this.width;
-    for (let i = 0; i < this.width; i++) this.data[at + i] = v[i]!;
+    const data = this.data;
+    data[at] = a;
+    if (this.width > 1) {
+      data[at + 1] = b;
+      if (this.width > 2) {
+        data[at + 2] = c;
+        if (this.width > 3) {
+          data[at + 3] = d;
+          if (this.width > 4) data[at + 4] = e;
+        }
+      }
+    }
     this.length++;
   }
   view(): Float64Array {
@@ -101,6 +112,9 @@ export class SegmentBuilder {
   readonly volumes: VolumeRecord[] = [];
   /** running digest and counts for the END trailer */
   private digest: Hash = createHash('sha256');
+  /** record headers not yet given to the digest: one update per batch, not per record */
+  private digestBatch = Buffer.allocUnsafe(256 * RECORD_HEADER_SIZE);
+  private digestBatched = 0;
   streamRecordCount = 0;
   private lastSparse = -Infinity;
 
@@ -115,7 +129,7 @@ export class SegmentBuilder {
 
   addVolume(v: VolumeRecord, hb: Buffer, length: number): void {
     this.volumes.push(v);
-    this.digest.update(hb);
+    this.digestHeader(hb);
     this.streamRecordCount++;
     this.summary.volumeCount++;
     this.summary.headerEnd = this.summary.dataEnd = this.summary.size = this.summary.dataEnd + length;
@@ -123,7 +137,7 @@ export class SegmentBuilder {
 
   addRecord(rec: SequencedRecord, offset: number, hb: Buffer, length: number): void {
     const s = this.summary;
-    this.digest.update(hb);
+    this.digestHeader(hb);
     this.streamRecordCount++;
     if (s.records === 0) s.firstTime = rec.time;
     s.records++;
@@ -156,8 +170,22 @@ export class SegmentBuilder {
     s.extentCount = this.extents.length;
   }
 
+  /** `hb` starts with a record header (it may hold the whole record). */
+  private digestHeader(hb: Buffer): void {
+    hb.copy(this.digestBatch, this.digestBatched, 0, RECORD_HEADER_SIZE);
+    this.digestBatched += RECORD_HEADER_SIZE;
+    if (this.digestBatched === this.digestBatch.length) this.flushDigest();
+  }
+
+  private flushDigest(): void {
+    if (this.digestBatched === 0) return;
+    this.digest.update(this.digestBatch.subarray(0, this.digestBatched));
+    this.digestBatched = 0;
+  }
+
   /** The END trailer for what has been added so far. */
   endRecord(time: number): Buffer[] {
+    this.flushDigest();
     const end: EndRecord = {
       type: 'end', seq: 0, time: Math.max(time, this.summary.lastTime), recordCount: this.streamRecordCount,
       byteCount: this.summary.dataEnd, digest: this.digest.copy().digest(),
@@ -374,21 +402,21 @@ export function scanSegment(file: string, expectSeq?: number, opts: { trustUpTo?
  *  E+40n  4 CRC-32 of the extent bytes
  */
 export function writeIndex(file: string, summary: SegmentSummary, extents: Float64Array): void {
+  writeFileDurable(file, encodeIndex(summary, extents));
+}
+
+/** The bytes of an index file (layout above). */
+export function encodeIndex(summary: SegmentSummary, extents: Float64Array): Buffer[] {
   const n = extents.length / EXTENT_FIELDS;
   let maxExtentLength = 0;
-  const order = new Array<number>(n);
-  for (let i = 0; i < n; i++) {
-    order[i] = i;
-    maxExtentLength = Math.max(maxExtentLength, extents[i * EXTENT_FIELDS + 3]!);
-  }
-  // by volume, then offset, then seq
-  order.sort((a, b) => {
-    const A = a * EXTENT_FIELDS;
-    const B = b * EXTENT_FIELDS;
-    return extents[A + 1]! - extents[B + 1]! || extents[A + 2]! - extents[B + 2]! || extents[A]! - extents[B]!;
-  });
+  for (let i = 0; i < n; i++) maxExtentLength = Math.max(maxExtentLength, extents[i * EXTENT_FIELDS + 3]!);
+  const order = extentOrder(extents, n);
   const sorted = new Float64Array(extents.length);
-  for (let i = 0; i < n; i++) sorted.set(extents.subarray(order[i]! * EXTENT_FIELDS, order[i]! * EXTENT_FIELDS + EXTENT_FIELDS), i * EXTENT_FIELDS);
+  for (let i = 0; i < n; i++) {
+    const from = order[i]! * EXTENT_FIELDS;
+    const to = i * EXTENT_FIELDS;
+    for (let f = 0; f < EXTENT_FIELDS; f++) sorted[to + f] = extents[from + f]!;
+  }
   const json = Buffer.from(JSON.stringify({ ...summary, sortedExtents: true, maxExtentLength }));
   const head = Buffer.alloc(16);
   IDX_MAGIC.copy(head, 0);
@@ -403,7 +431,60 @@ export function writeIndex(file: string, summary: SegmentSummary, extents: Float
   const sext = Buffer.from(sorted.buffer, sorted.byteOffset, sorted.byteLength);
   const tail2 = Buffer.alloc(4);
   tail2.writeUInt32LE(crc32(sext), 0);
-  writeFileDurable(file, [head, json, pad, ext, tail, pad2, sext, tail2]);
+  return [head, json, pad, ext, tail, pad2, sext, tail2];
+}
+
+/**
+ * Row numbers of an extent table in (volume, offset, seq) order. Sealing a segment sorts
+ * its tens of thousands of extents, on the appender's path: when the rows come in seq
+ * order and (volume, offset in units of the offsets' common alignment) fits 32 bits,
+ * a stable radix sort on that key does it in linear time; else a comparison sort.
+ */
+function extentOrder(extents: Float64Array, n: number): Uint32Array {
+  const order = new Uint32Array(n);
+  let inSeqOrder = true;
+  let maxVolume = 0;
+  let maxOffset = 0;
+  let unit = 4096;
+  for (let i = 0; i < n; i++) {
+    const r = i * EXTENT_FIELDS;
+    order[i] = i;
+    if (i > 0 && extents[r]! <= extents[r - EXTENT_FIELDS]!) inSeqOrder = false;
+    maxVolume = Math.max(maxVolume, extents[r + 1]!);
+    const off = extents[r + 2]!;
+    maxOffset = Math.max(maxOffset, off);
+    while (off % unit !== 0) unit /= 2;
+  }
+  const span = Math.floor(maxOffset / unit) + 1;
+  if (!inSeqOrder || (maxVolume + 1) * span > 2 ** 32) {
+    return order.sort((a, b) => {
+      const A = a * EXTENT_FIELDS;
+      const B = b * EXTENT_FIELDS;
+      return extents[A + 1]! - extents[B + 1]! || extents[A + 2]! - extents[B + 2]! || extents[A]! - extents[B]!;
+    });
+  }
+  const keys = new Uint32Array(n);
+  for (let i = 0; i < n; i++) keys[i] = extents[i * EXTENT_FIELDS + 1]! * span + extents[i * EXTENT_FIELDS + 2]! / unit;
+  // LSD radix sort, 11 bits a pass: each pass is stable, so equal keys stay in seq order
+  let from = order;
+  let to = new Uint32Array(n);
+  const counts = new Uint32Array(2048);
+  for (let shift = 0; shift < 32; shift += 11) {
+    counts.fill(0);
+    for (let i = 0; i < n; i++) counts[(keys[from[i]!]! >>> shift) & 2047]!++;
+    let sum = 0;
+    for (let d = 0; d < 2048; d++) {
+      const c = counts[d]!;
+      counts[d] = sum;
+      sum += c;
+    }
+    for (let i = 0; i < n; i++) {
+      const row = from[i]!;
+      to[counts[(keys[row]! >>> shift) & 2047]!++] = row;
+    }
+    [from, to] = [to, from];
+  }
+  return from;
 }
 
 /** Where the sorted extent table starts (index files with `sortedExtents`). */

@@ -155,7 +155,7 @@ export class JournalStore {
       if (scan.fault !== null && last && !scan.sealed) this.tornTail(p.data, scan, repair);
       if (!scan.builder) continue; // header-less last segment (removed when repairing)
       if (scan.sealed) {
-        if (repair) writeIndex(p.index, scan.builder.summary, scan.builder.extents.view());
+        if (repair) this.rewriteIndex(p.index, scan.builder);
       } else if (last) {
         this.openBuilder = scan.builder;
       } else {
@@ -182,6 +182,19 @@ export class JournalStore {
       this.lastTime = prev ? prev.lastTime : this.window?.baseTime ?? 0;
     }
     this.limitToDurable();
+  }
+
+  /**
+   * Write the missing index of a sealed segment. The index only saves readers a scan of
+   * the segment, so a store that cannot write it (a full disk: the appender writes
+   * indexes after the segment data) still opens, with the summary just scanned.
+   */
+  private rewriteIndex(file: string, builder: SegmentBuilder): void {
+    try {
+      writeIndex(file, builder.summary, builder.extents.view());
+    } catch (err) {
+      this.log.warn(`${(err as Error).message}; readers scan the segment ${path.basename(file, '.idx')}.drj instead`);
+    }
   }
 
   /** Another live appender: report only what it has made durable. */
