@@ -27,9 +27,10 @@
  * the previous one is written. The queue is bounded by the driver (waitBelow).
  *
  * Writes: consecutive WRITE records that continue each other on the same volume
- * are gathered (up to 1 MiB / 1024 pieces) into one pwritev: fewer system calls,
+ * are gathered (up to WRITE_MAX = 512 KiB / 1024 pieces) into one pwritev: fewer system calls,
  * while pieces stay small enough for the kernel's page-cache copy to be cheap
- * (measured: 8 MiB pwritevs cost more system time than 1 MiB ones). Anything else (a
+ * (measured: 1 MiB and larger pwritevs cost up to 3x the system time of 512 KiB
+ * ones, see writeback.ts; a longer record is written in pieces of that size). Anything else (a
  * write elsewhere, ZERO, FLUSH, ...) writes the gathered run first, so the order
  * of writes to any byte is the stream's order.
  *
@@ -48,12 +49,12 @@ import { idToString, type SequencedRecord, type VolumeRecord } from '../format/l
 import type { Logger } from '../cli/log.js';
 import { formatBytes, formatMicros, parseTime } from '../cli/units.js';
 import { openImage, closeImage } from './device.js';
-import { EarlyWriteback } from './writeback.js';
+import { EarlyWriteback, WRITE_MAX } from './writeback.js';
 import { readState, writeState, syncDir, StateLock, STATE_FORMAT, STATE_VERSION, type ApplyState } from './apply-state.js';
 
 /** Suffix of the default state file, next to the target of the group's first volume. */
 export const STATE_SUFFIX = '.drstate';
-const MAX_RUN_BYTES = 1024 * 1024;
+const MAX_RUN_BYTES = WRITE_MAX;
 const MAX_RUN_PIECES = 1024;
 const PUNCH_MIN_BYTES = 4 * 1024 * 1024;
 const ZERO_CHUNK = 1024 * 1024;
@@ -565,7 +566,7 @@ export class Applier {
     this.enqueue({ kind: 'write', run });
   }
 
-  /** Write a run (one pwritev, more only after a short write). */
+  /** Write a run (pwritevs of at most WRITE_MAX bytes). */
   private async writeRun(run: Run): Promise<void> {
     const t = run.target;
     t.dirty = true;
@@ -573,7 +574,7 @@ export class Applier {
     let pieces = run.pieces;
     try {
       while (pieces.length > 0) {
-        let n = await writevAsync(t.fd, pieces, pos);
+        let n = await writevAsync(t.fd, upTo(pieces, WRITE_MAX), pos);
         pos += n;
         // drop what was written; keep the rest of a partly written piece
         let i = 0;
@@ -722,6 +723,17 @@ export class Applier {
     const at = this.appliedTime ? ` (${formatMicros(this.appliedTime)})` : '';
     return `replica at seq ${this.durableSeq}${at}`;
   }
+}
+
+/** The first `max` bytes of `pieces` (all of them when they are no longer). */
+function upTo(pieces: Buffer[], max: number): Buffer[] {
+  let n = 0;
+  for (let i = 0; i < pieces.length; i++) {
+    const len = pieces[i]!.length;
+    if (n + len > max) return n === max ? pieces.slice(0, i) : [...pieces.slice(0, i), pieces[i]!.subarray(0, max - n)];
+    n += len;
+  }
+  return pieces;
 }
 
 /** Does `run` touch a byte that one of the writes in flight touches? */

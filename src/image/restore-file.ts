@@ -11,7 +11,7 @@ import type { VolumeRecord } from '../format/layout.js';
 import type { PointInTimeReader } from '../store/index.js';
 import { AtomicOutput, checkOutput, openSpecialOutput, writeOut } from './restore-output.js';
 import { ZEROES, isAllZero, volumePieces, type PieceOptions } from './restore-ranges.js';
-import { EarlyWriteback } from './writeback.js';
+import { EarlyWriteback, WRITE_MAX } from './writeback.js';
 
 export interface RestoreOptions extends PieceOptions {
   /** called with the bytes done so far */
@@ -123,7 +123,7 @@ async function writeNonZero(out: AtomicOutput, data: Buffer, pos: number): Promi
 async function writeFully(out: AtomicOutput, buf: Buffer, pos: number): Promise<void> {
   let done = 0;
   while (done < buf.length) {
-    const { bytesWritten } = await out.fh.write(buf, done, buf.length - done, pos + done);
+    const { bytesWritten } = await out.fh.write(buf, done, Math.min(WRITE_MAX, buf.length - done), pos + done);
     if (bytesWritten <= 0) throw new DrError('DR_IO', `short write to ${out.target} at byte ${pos + done}`);
     done += bytesWritten;
   }
