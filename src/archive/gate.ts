@@ -15,21 +15,21 @@ import type { PointInTimeReader } from '../store/pit.js';
 /** waits until local file bytes [pos, pos+length) are in */
 export type Ensure = (file: string, pos: number, length: number) => Promise<void>;
 
-const gates = new WeakMap<JournalStore, { ensure: Ensure; complete: () => boolean }>();
+const gates = new WeakMap<JournalStore, Ensure>();
 
-export function setGate(store: JournalStore, ensure: Ensure, complete: () => boolean): void {
-  gates.set(store, { ensure, complete });
+export function setGate(store: JournalStore, ensure: Ensure): void {
+  gates.set(store, ensure);
 }
 
 /** `reader` with reads that wait for their bytes when `store` is being fetched from the bucket; else `reader` itself. */
 export function gatedReader(store: JournalStore, reader: PointInTimeReader): PointInTimeReader {
-  const gate = gates.get(store);
-  if (!gate) return reader;
+  const ensure = gates.get(store);
+  if (!ensure) return reader;
   const read = reader.read.bind(reader);
   const sources = reader.sources.bind(reader);
   const gatedRead = async (volume: number, offset: number, length: number): Promise<Buffer> => {
-    // once everything is in, reads go straight through
-    if (!gate.complete()) await Promise.all(sources(volume, offset, length).map((s) => gate.ensure(s.file, s.pos, s.length)));
+    // always asked, also once the point's ranges are all in: a reader at another seq may need others
+    await Promise.all(sources(volume, offset, length).map((s) => ensure(s.file, s.pos, s.length)));
     return read(volume, offset, length);
   };
   // everything else is the reader's own (methods bound to it)

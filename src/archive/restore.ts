@@ -147,17 +147,18 @@ export async function openArchivedStore(location: string, opts: OpenArchiveOptio
     }
     await runPool(jobs, concurrency);
     const store = await JournalStore.open(d, { readOnly: true, log: opts.log });
-    let complete = !ranged;
     try {
       // what resolving the point reads is fetched now; what its volumes are made of goes on in the background
-      if (ranged) (await planForPoint(store, chunks, opts.point!, Boolean(opts.consistent))).done.then(() => (complete = true), () => undefined);
+      if (ranged) (await planForPoint(store, chunks, opts.point!, Boolean(opts.consistent))).done.catch(() => undefined);
     } catch (err) {
       await store.close();
       throw err;
     }
-    setGate(store, (file, pos, length) => chunks.ensure(file, pos, length), () => complete);
-    const pointInTime = store.pointInTime.bind(store);
-    store.pointInTime = async (seq) => gatedReader(store, await pointInTime(seq));
+    if (ranged) {
+      setGate(store, (file, pos, length) => chunks.ensure(file, pos, length));
+      const pointInTime = store.pointInTime.bind(store);
+      store.pointInTime = async (seq) => gatedReader(store, await pointInTime(seq));
+    }
     const close = store.close.bind(store);
     store.close = async () => {
       try {

@@ -132,6 +132,14 @@ t.test('a restore fetches only the ranges its point needs', async (t) => {
   }
   const last = fetched[fetched.length - 1]!;
   t.ok(last.bytes < last.objectBytes * 0.6, `the last mark fetched ${last.bytes} of the ${last.objectBytes} bytes its objects hold`);
+  // a reader at another point of the same store fetches what it reads that the point did not need
+  const other = await openArchivedStore(url, { point: 'latest', s3 });
+  try {
+    sameImages(t, await volumeBytes(other, w.lastSeq), w.final, 'latest');
+    sameImages(t, await volumeBytes(other, w.marks[0]!.seq), w.marks[0]!.images, `mark ${w.marks[0]!.name} read from a store opened for latest`);
+  } finally {
+    await other.close();
+  }
   // a time point: the records around it are fetched to resolve it
   const rec = w.records[Math.floor(w.records.length * 0.7)]!;
   const timeIso = new Date(rec.time / 1000).toISOString().replace('Z', `${String(rec.time % 1000).padStart(3, '0')}Z`);
