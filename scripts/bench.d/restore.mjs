@@ -2,7 +2,8 @@
 // end of a journal of random 4 KiB writes, versus `cp` of an image of the same size; and how the
 // restore grows with the journal's size (BENCH_RESTORE_JOURNALS, MiB, default "256,1024"; add 4096
 // for the 4 GiB figure). For every journal size:
-//   1. dr-restore --at mark:near-end --out FILE (sparse file, fsynced, renamed into place)
+//   1. dr-restore --at mark:near-end --out FILE (sparse file, fsynced, renamed into place; again
+//      with --jobs 2, worker threads reading)
 //      vs `cp IMG FILE && sync FILE` (a fully allocated image, made durable the same way), and
 //      vs plain `cp IMG FILE` (no fsync: what cp alone costs)
 //   2. dr-restore --tar | cat (every byte streamed, with the manifest's sha256) vs tar -cf - IMG | cat
