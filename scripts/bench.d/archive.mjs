@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { pipeline } from 'node:stream/promises';
-import { S3Client, GetObjectCommand, CreateBucketCommand } from '@aws-sdk/client-s3';
+import { S3Client, GetObjectCommand, CreateBucketCommand, ListObjectsV2Command, DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { StreamWriter } from '../../dist/format/codec.js';
 import { must, timed } from '../lib/bench.mjs';
@@ -158,6 +158,13 @@ try {
     ratio: +(peerDown / dl.s).toFixed(3), higher_is_better: true, drkit_peak_mib: dl.peak, bytes,
     note: `drkit: dr-restore s3://... --at latest --out FILE (process start and SDK load included): manifest, index objects, then ranged GETs of the 1 MiB checksum chunks the point needs (${fetched ? `${fetched[1]} bytes in ${fetched[2]} requests` : '?'}), each chunk CRC-checked against its SHA-256-checked sums object, restored alongside the download, fsynced image; cpu ${dl.cpu} s; peer: the same objects (${bytes} bytes) downloaded to files and fsynced, in-process (no checking, no image), cpu ${peerCpu.toFixed(2)} s`,
   }));
+  // this run's objects go (an existing endpoint would fill up over runs)
+  for (let token; ;) {
+    const l = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
+    for (const o of l.Contents ?? []) await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: o.Key }));
+    if (!l.IsTruncated) break;
+    token = l.NextContinuationToken;
+  }
   s3.destroy();
 } finally {
   await c.stop();
