@@ -1,6 +1,7 @@
 /**
  * Bytes received in chunks of any size, consumed from the front: the one buffer every
- * incremental decoder here uses (the stream parser, the ship framer, the frame decoder).
+ * incremental decoder here uses (the stream parser, the ship framer, the frame decoder,
+ * the NBD server's request reader).
  * Nothing is copied unless a requested piece spans chunks. Consuming only moves an
  * offset into the first chunk (no new Buffer view per step): decoders consume a few
  * bytes hundreds of thousands of times per second.

@@ -11,7 +11,7 @@ import net from 'node:net';
 import { promises as fsp } from 'node:fs';
 import { DrError, fromSystemError } from '../errors.js';
 import type { Logger } from '../cli/log.js';
-import { ChunkQueue } from './chunks.js';
+import { ByteQueue } from '../format/byte-queue.js';
 import {
   Cmd, CmdFlag, Errno, FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT,
   Info, MAX_OPTION_LENGTH, NBD_MAGIC, OPTION_HEADER_SIZE, Opt, REPLY_MAGIC, REQUEST_MAGIC, REQUEST_SIZE, Rep,
@@ -226,7 +226,7 @@ interface Request {
 
 /** One client: handshake, then requests executed in order. */
 class Connection {
-  private q = new ChunkQueue();
+  private q = new ByteQueue();
   private state: State = 'client-flags';
   private noZeroes = false;
   private export: NbdExport | null = null;
@@ -286,7 +286,7 @@ class Connection {
     while (!this.busy && this.state !== 'closed') {
       if (this.state === 'client-flags') {
         if (this.q.length < 4) return;
-        const flags = this.q.takeContiguous(4).readUInt32BE(0);
+        const flags = this.q.take(4).readUInt32BE(0);
         if (flags & ~(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)) return this.drop(`unknown client flags 0x${flags.toString(16)}`);
         this.noZeroes = (flags & FLAG_C_NO_ZEROES) !== 0;
         this.state = 'option';
@@ -306,7 +306,7 @@ class Connection {
   private option(): boolean {
     if (!this.optionHeader) {
       if (this.q.length < OPTION_HEADER_SIZE) return false;
-      const h = this.q.takeContiguous(OPTION_HEADER_SIZE);
+      const h = this.q.take(OPTION_HEADER_SIZE);
       if (h.readBigUInt64BE(0) !== IHAVEOPT) {
         this.drop('bad option magic');
         return false;
@@ -319,7 +319,7 @@ class Connection {
     }
     const { opt, length } = this.optionHeader;
     if (this.q.length < length) return false;
-    const data = length > 0 ? this.q.takeContiguous(length) : Buffer.alloc(0);
+    const data = length > 0 ? this.q.take(length) : Buffer.alloc(0);
     this.optionHeader = null;
     switch (opt) {
       case Opt.EXPORT_NAME: {
@@ -429,7 +429,9 @@ class Connection {
   /** Execute one request if it is complete; false when more bytes are needed or the connection must wait. */
   private transmission(): boolean {
     if (this.skipping > 0) {
-      this.skipping -= this.q.skip(this.skipping);
+      const n = Math.min(this.skipping, this.q.length);
+      this.q.drop(n);
+      this.skipping -= n;
       if (this.skipping > 0) return false;
       const r = this.skippedReq!;
       this.skippedReq = null;
@@ -440,7 +442,7 @@ class Connection {
     if (!this.pending) {
       if (this.q.length < REQUEST_SIZE) return false;
       if (!this.srv.mayStart()) return false;
-      const h = this.q.takeContiguous(REQUEST_SIZE);
+      const h = this.q.take(REQUEST_SIZE);
       if (h.readUInt32BE(0) !== REQUEST_MAGIC) {
         this.drop(`bad request magic 0x${h.readUInt32BE(0).toString(16)}`);
         return false;
@@ -474,7 +476,7 @@ class Connection {
     const e = this.export!;
     const end = req.offset + req.length;
     const fua = (req.flags & CmdFlag.FUA) !== 0;
-    const data = req.type === Cmd.WRITE && req.length > 0 ? this.q.take(req.length) : [];
+    const data = req.type === Cmd.WRITE && req.length > 0 ? this.q.takeParts(req.length) : [];
     let result: void | Buffer | Promise<void | Buffer> = undefined;
     const check = (): number => {
       switch (req.type) {
