@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StreamWriter } from '../../dist/format/codec.js';
-import { must, timed, streamFile } from '../lib/bench.mjs';
+import { faster, must, timed, streamFile } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const KiB64 = 64 * 1024;
@@ -82,10 +82,10 @@ try {
     for (let r = 0; r < rounds; r++) {
       fresh(target);
       const a = timed(join(root, 'bin/dr-apply'), ['--target', target, '-q'], { stdinPath: stream });
-      if (!best || a.s < best.s) best = a;
+      best = faster(best, a);
       fresh(target);
       const d = timed('dd', [`if=${raw}`, `of=${target}`, 'bs=64K', 'conv=fsync', 'status=none']);
-      if (!bestDd || d.s < bestDd.s) bestDd = d;
+      bestDd = faster(bestDd, d);
     }
     console.log(JSON.stringify({
       area: 'apply', name: c.name, drkit_s: Number(best.s.toFixed(3)), peer: 'dd bs=64K conv=fsync', peer_s: Number(bestDd.s.toFixed(3)),

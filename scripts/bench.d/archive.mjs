@@ -21,7 +21,7 @@ import { pipeline } from 'node:stream/promises';
 import { S3Client, GetObjectCommand, CreateBucketCommand, ListObjectsV2Command, DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { StreamWriter } from '../../dist/format/codec.js';
-import { must, timed } from '../lib/bench.mjs';
+import { faster, must, timed } from '../lib/bench.mjs';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const MiB = 1 << 20;
@@ -100,7 +100,7 @@ try {
 
   // 1. archive vs lib-storage Upload, alternating, best of BENCH_ROUNDS (the machine may be shared)
   let peerUp = Infinity;
-  let a = { s: Infinity, peak: 0 };
+  let a = null;
   for (let round = 0; round < rounds; round++) {
     const t0 = process.hrtime.bigint();
     for (const f of files) {
@@ -110,7 +110,7 @@ try {
     peerUp = Math.min(peerUp, Number(process.hrtime.bigint() - t0) / 1e9);
     const [cmd, argv] = archiveArgv(['archive', storeDir, '--to', `s3://${bucket}/${prefix}drkit${round}`, '--part-size', '16M', '--concurrency', String(QUEUE)]);
     const x = timed(cmd, argv, { env: c.env });
-    if (x.s < a.s) a = x;
+    a = faster(a, x);
   }
   console.log(JSON.stringify({
     area: 'archive', name: 'archive-upload', drkit_s: +a.s.toFixed(3), peer: 'aws-sdk lib-storage Upload', peer_s: +peerUp.toFixed(3),
@@ -122,12 +122,12 @@ try {
   const out = join(dir, 'restored.img');
   const work = join(dir, 'work');
   must('mkdir', ['-p', work]);
-  let dl = { s: Infinity, peak: 0, cpu: 0, stderr: '' };
+  let dl = null;
   let peerDown = Infinity;
   let peerCpu = 0;
   for (let round = 0; round < rounds; round++) {
     const x = timed(join(root, 'bin/dr-restore'), [`s3://${bucket}/${prefix}drkit${round}`, '--at', 'latest', '--out', out, '-v'], { env: { ...c.env, TMPDIR: work } });
-    if (x.s < dl.s) dl = x;
+    dl = faster(dl, x);
     rmSync(out, { force: true });
     const t1 = process.hrtime.bigint();
     const c1 = process.cpuUsage();

@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StreamWriter } from '../../dist/format/codec.js';
-import { must, timed, streamFile } from '../lib/bench.mjs';
+import { best, must, timed, streamFile } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const BLOCK = 4096;
@@ -29,14 +29,6 @@ const bin = (c) => join(root, 'bin', c);
 
 
 
-function best(f) {
-  let b = null;
-  for (let r = 0; r < rounds; r++) {
-    const x = f();
-    if (!b || x.s < b.s) b = x;
-  }
-  return b;
-}
 
 const pool = randomBytes(64 * MiB);
 
@@ -101,21 +93,21 @@ try {
     const jm = `${jbytes / MiB} MiB journal`;
     const out = join(dir, 'out.img');
 
-    const restore = best(() => {
+    const restore = best(rounds, () => {
       rmSync(out, { force: true });
       return timed(bin('dr-restore'), [store, '--at', 'mark:near-end', '--out', out, '-q']);
     });
     // the same with 2 worker threads reading: do they help on this machine?
-    const restoreJ2 = best(() => {
+    const restoreJ2 = best(rounds, () => {
       rmSync(out, { force: true });
       return timed(bin('dr-restore'), [store, '--at', 'mark:near-end', '--out', out, '-q', '--jobs', '2']);
     });
     const allocated = Number(must('stat', ['-c', '%b*%B', out]).stdout.trim().split('*').reduce((a, b) => a * b));
-    const cpSync = best(() => {
+    const cpSync = best(rounds, () => {
       rmSync(out, { force: true });
       return timed('sh', ['-c', `cp ${img} ${out} && sync ${out}`]);
     });
-    const cpPlain = best(() => {
+    const cpPlain = best(rounds, () => {
       rmSync(out, { force: true });
       return timed('cp', [img, out]);
     });
@@ -137,8 +129,8 @@ try {
     });
 
     // through a pipe: GNU tar reads nothing when its output is /dev/null
-    const tar = best(() => timed('sh', ['-c', `${bin('dr-restore')} ${store} --at mark:near-end --tar -q | cat > /dev/null`]));
-    const tarPeer = best(() => timed('sh', ['-c', `tar -cf - -C ${dir} image.raw | cat > /dev/null`]));
+    const tar = best(rounds, () => timed('sh', ['-c', `${bin('dr-restore')} ${store} --at mark:near-end --tar -q | cat > /dev/null`]));
+    const tarPeer = best(rounds, () => timed('sh', ['-c', `tar -cf - -C ${dir} image.raw | cat > /dev/null`]));
     emit({
       name: `group tar of a ${volSize / MiB} MiB volume near the end of a ${jm} (--tar | cat, with sha256)`, drkit_s: fix(tar.s), peer: 'tar -cf - IMG | cat',
       peer_s: fix(tarPeer.s), ratio: fix(tarPeer.s / tar.s), drkit_peak_mib: tar.peak, bytes: volSize, note: `peak memory is of the shell and dr-restore; ${note}; CPU (user+sys) drkit ${tar.cpu.toFixed(2)} s, tar ${tarPeer.cpu.toFixed(2)} s`,

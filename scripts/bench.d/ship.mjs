@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { startSshd } from '../lib/sshd.mjs';
-import { must, timed } from '../lib/bench.mjs';
+import { faster, must, timed } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const size = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
@@ -121,7 +121,7 @@ try {
       const d = ship(compress);
       if (d.lastSeq !== srcLast) throw new Error(`replica ends at seq ${d.lastSeq}, source at ${srcLast}`);
       log(`${compress ? '--compress' : 'plain'} round ${i + 1}: dr-ship ${d.s.toFixed(2)} s (${d.peak} MiB peak, ${(d.done.wire_bytes / MiB).toFixed(0)} MiB on the wire, CPU send+ssh ${d.cpu.toFixed(2)} s, receive ${d.recvCpu.toFixed(2)} s), cat|ssh ${p.toFixed(2)} s`);
-      if (!best || d.s < best.s) best = d;
+      best = faster(best, d);
     }
     console.log(JSON.stringify({
       area: 'ship',

@@ -8,7 +8,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync, copy
 import { randomBytes } from 'node:crypto';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { timed } from '../lib/bench.mjs';
+import { faster, timed } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const size = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
@@ -17,14 +17,6 @@ const root = new URL('../../', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'drkit-bench-verify-'));
 
 
-function best(fn) {
-  let b = null;
-  for (let i = 0; i < rounds; i++) {
-    const r = fn();
-    if (!b || r.s < b.s) b = r;
-  }
-  return b;
-}
 
 function line(name, d, peer, p, note) {
   console.log(JSON.stringify({
@@ -49,19 +41,18 @@ try {
   for (let i = 0; i < rounds; i++) {
     const d = timed(verify, ['compare', a, b, '-q']);
     const p = timed('cmp', [a, b]);
-    if (!dC || d.s < dC.s) dC = d;
-    if (!pC || p.s < pC.s) pC = p;
+    dC = faster(dC, d);
+    pC = faster(pC, p);
   }
   line(`dr-verify compare of two identical ${size / MiB} MiB images`, dC, 'cmp', pC, `best of ${rounds}; page cache warm; ${process.env.DRKIT_THREADS ?? 'all'} cores`);
   let dH = null, pH = null;
   for (let i = 0; i < rounds; i++) {
     const d = timed('sh', ['-c', `exec ${verify} hashes ${a} -q > /dev/null`]);
     const p = timed('sha256sum', [a]);
-    if (!dH || d.s < dH.s) dH = d;
-    if (!pH || p.s < pH.s) pH = p;
+    dH = faster(dH, d);
+    pH = faster(pH, p);
   }
   line(`dr-verify hashes of a ${size / MiB} MiB image (SHA-256 per 64 KiB, both cores)`, dH, 'sha256sum', pH, `best of ${rounds}; page cache warm; manifest to /dev/null`);
-  void best;
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

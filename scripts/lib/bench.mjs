@@ -7,6 +7,18 @@ import { join } from 'node:path';
 
 const MiB = 1 << 20;
 
+/** Of two timed runs ({ s, ... }; `a` may be null before the first), the quicker one. */
+export function faster(a, b) {
+  return a === null || b.s < a.s ? b : a;
+}
+
+/** The quickest of `rounds` runs of fn() (each returning { s, ... }). */
+export function best(rounds, fn) {
+  let b = null;
+  for (let r = 0; r < rounds; r++) b = faster(b, fn());
+  return b;
+}
+
 /** Run a command; throw with its stderr unless it exits 0. */
 export function must(cmd, args, opts = {}) {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * MiB, ...opts });
