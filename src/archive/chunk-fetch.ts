@@ -63,15 +63,13 @@ interface Run {
 }
 
 export interface FetchStats {
-  /** bytes received */
-  bytes: number;
   /** ranged GETs made */
   requests: number;
 }
 
 export class ChunkFetcher {
   private readonly targets = new Map<string, Target>();
-  readonly stats: FetchStats = { bytes: 0, requests: 0 };
+  readonly stats: FetchStats = { requests: 0 };
   private readonly runs: Run[] = [];
   /** runs in the order they are needed, and runs a waiting read asked for (taken first) */
   private readonly queue: Run[] = [];
@@ -190,7 +188,7 @@ export class ChunkFetcher {
   /** Resolves once local bytes [pos, pos+length) of `file` are in (fetched first if nobody asked for them yet). */
   ensure(file: string, pos: number, length: number): Promise<void> {
     if (this.error !== null) return Promise.reject(this.error);
-    const t = this.targets.get(path.resolve(file));
+    const t = this.targets.get(file); // the reader's sources(): absolute, as the keys are
     if (!t) return Promise.resolve();
     const waits: Array<Promise<void>> = [];
     let first = -1;
@@ -207,8 +205,9 @@ export class ChunkFetcher {
       if (state === FETCHED) continue;
       if (state === QUEUED) {
         const run = this.runs[t.runOf[k]!]!;
+        if (waits.includes(run.done)) continue; // a run covering several chunks: queued and waited for once
         if (run.state === QUEUED) this.urgent.push(run);
-        if (!waits.includes(run.done)) waits.push(run.done);
+        waits.push(run.done);
         continue;
       }
       // not planned: a run of its own, with its neighbours in this read
@@ -272,7 +271,6 @@ export class ChunkFetcher {
           } catch (err) {
             throw fromSystemError(err, `cannot write ${t.file}`);
           }
-          this.stats.bytes += bytes.length;
           this.onBytes?.(bytes.length);
         }, this.abort.signal);
       } catch (err) {

@@ -25,19 +25,18 @@ export function setGate(store: JournalStore, ensure: Ensure): void {
 export function gatedReader(store: JournalStore, reader: PointInTimeReader): PointInTimeReader {
   const ensure = gates.get(store);
   if (!ensure) return reader;
-  const read = reader.read.bind(reader);
-  const sources = reader.sources.bind(reader);
-  const gatedRead = async (volume: number, offset: number, length: number): Promise<Buffer> => {
-    // always asked, also once the point's ranges are all in: a reader at another seq may need others
-    await Promise.all(sources(volume, offset, length).map((s) => ensure(s.file, s.pos, s.length)));
-    return read(volume, offset, length);
-  };
-  // everything else is the reader's own (methods bound to it)
-  return new Proxy(reader, {
-    get(target, prop) {
-      if (prop === 'read') return gatedRead;
-      const v: unknown = Reflect.get(target, prop, target);
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+  // a plain wrapper: the interface's members are the reader's own, only read() waits first
+  return {
+    seq: reader.seq,
+    time: reader.time,
+    volumes: reader.volumes,
+    read: async (volume, offset, length, into) => {
+      // always asked, also once the point's ranges are all in: a reader at another seq may need others
+      await Promise.all(reader.sources(volume, offset, length).map((s) => ensure(s.file, s.pos, s.length)));
+      return reader.read(volume, offset, length, into);
     },
-  });
+    allocated: (volume) => reader.allocated(volume),
+    sources: (volume, offset, length) => reader.sources(volume, offset, length),
+    release: () => reader.release(),
+  };
 }

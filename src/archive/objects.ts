@@ -446,28 +446,22 @@ export class ObjectStore {
 
   /**
    * Bytes [offset, offset+length) of an object, read with one ranged GET widened to whole
-   * checksum chunks, every chunk checked against the object's sums.
+   * checksum chunks (readChunks()), every chunk checked against the object's sums.
    */
   async readRange(key: string, offset: number, length: number, sumsSha?: string, signal?: AbortSignal): Promise<Buffer> {
     const s = await this.sums(key, sumsSha);
     if (offset < 0 || length < 0 || offset + length > s.size) {
       throw new DrError('DR_OUT_OF_RANGE', `read ${offset}+${length} is past the end of ${this.where(key)} (${s.size} bytes)`);
     }
-    if (length === 0) return Buffer.alloc(0);
-    const c0 = Math.floor(offset / s.chunk);
-    const c1 = Math.floor((offset + length - 1) / s.chunk);
-    const start = c0 * s.chunk;
-    const end = Math.min(s.size, (c1 + 1) * s.chunk);
-    let body: Buffer;
-    try {
-      const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end - 1}` }), { abortSignal: signal });
-      body = Buffer.from(await r.Body!.transformToByteArray());
-    } catch (err) {
-      throw this.fail(err, 'reading', key);
-    }
-    if (body.length !== end - start) throw new DrError('DR_BAD_CHECKSUM', `${this.where(key)} is corrupt: ${body.length} bytes at ${start}, expected ${end - start}`);
-    for (let c = c0; c <= c1; c++) this.checkChunk(key, s, c, crc32(body.subarray((c - c0) * s.chunk, (c - c0 + 1) * s.chunk)));
-    return body.subarray(offset - start, offset - start + length);
+    const out = Buffer.alloc(length);
+    if (length === 0) return out;
+    await this.readChunks(key, Math.floor(offset / s.chunk), Math.floor((offset + length - 1) / s.chunk), sumsSha, (c, bytes) => {
+      const first = c * s.chunk;
+      const from = Math.max(offset, first);
+      const to = Math.min(offset + length, first + bytes.length);
+      bytes.copy(out, from - offset, from - first, to - first);
+    }, signal);
+    return out;
   }
 
   private checkChunk(key: string, s: Sums, c: number, crc: number): void {
@@ -487,9 +481,9 @@ export class ObjectStore {
    * than holding them until the chunk is complete). Memory: two chunks.
    */
   async readChunks(
-    key: string, c0: number, c1: number, sumsSha: string,
+    key: string, c0: number, c1: number, sumsSha: string | undefined,
     onChunk: (chunk: number, bytes: Buffer) => Promise<void> | void, signal?: AbortSignal,
-  ): Promise<number> {
+  ): Promise<void> {
     const s = await this.sums(key, sumsSha);
     const start = c0 * s.chunk;
     const end = Math.min(s.size, (c1 + 1) * s.chunk);
@@ -499,7 +493,6 @@ export class ObjectStore {
     let turn = 0;
     let c = c0;
     let within = 0;
-    let crc = 0;
     let pos = start;
     try {
       const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end - 1}` }), { abortSignal: signal });
@@ -515,8 +508,7 @@ export class ObjectStore {
           pos += n;
           q += n;
           if (within === chunkLen) {
-            crc = crc32(bufs[turn]!.subarray(0, chunkLen));
-            this.checkChunk(key, s, c, crc);
+            this.checkChunk(key, s, c, crc32(bufs[turn]!.subarray(0, chunkLen)));
             const w = onChunk(c, bufs[turn]!.subarray(0, chunkLen));
             w?.catch(() => undefined); // its failure is taken when it is awaited, not as an unhandled rejection
             writes[turn] = w;
@@ -532,7 +524,6 @@ export class ObjectStore {
       throw this.fail(err, 'reading', key);
     }
     if (pos !== end) throw new DrError('DR_BAD_CHECKSUM', `${this.where(key)} is corrupt: ${pos - start} bytes at ${start}, expected ${end - start}`);
-    return end - start;
   }
 
   /** Keys (and, with a delimiter, common prefixes) under `prefix`. */

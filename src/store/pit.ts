@@ -327,7 +327,7 @@ class PitReader implements PointInTimeReader {
     };
     this.walk(volume, offset, length, map, (at, n, src, pos) => {
       if (src === ZERO_SOURCE) return;
-      if (src !== BASE_SOURCE) return add(path.resolve(this.slots[src]!.data), pos, n);
+      if (src !== BASE_SOURCE) return add(this.slots[src]!.data, pos, n); // absolute: store.dir is resolved
       const file = this.basePaths[volume];
       if (!file) return;
       // only the regions the base holds data in are read
@@ -412,13 +412,9 @@ class PitReader implements PointInTimeReader {
 
   /** `n` bytes of the slot's segment at `pos` into dst[at..] */
   private pread(slot: Slot, pos: number, n: number, dst: Buffer, at: number): void {
-    let done = 0;
+    let done: number;
     try {
-      while (done < n) {
-        const got = fs.readSync(slot.fd, dst, at + done, n - done, pos + done);
-        if (got === 0) break;
-        done += got;
-      }
+      done = preadSync(slot.fd, n, pos, dst.subarray(at, at + n)).length;
     } catch (err) {
       throw ioError(err, `cannot read segment ${slot.data}`);
     }
