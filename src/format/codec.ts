@@ -5,8 +5,8 @@
  * backwards, the running digest and the END trailer. The Node stream Transforms in
  * streams.ts and the journal store both build on these two classes.
  */
-import { createHash, type Hash } from 'node:crypto';
 import { ByteQueue } from './byte-queue.js';
+import { HeaderDigest } from './header-digest.js';
 import { DrError } from '../errors.js';
 import {
   HEADER_SIZE, RECORD_HEADER_SIZE, decodeHeader, decodePayload, decodeRecordHeader, encodeHeader, encodeRecord,
@@ -33,7 +33,7 @@ export interface WriterOptions {
 /** Produces the bytes of one stream, record by record, keeping the trailer's counts and digest. */
 export class StreamWriter {
   readonly header: StreamHeader;
-  private digest: Hash = createHash('sha256');
+  private digest = new HeaderDigest();
   private volumeCount = 0;
   private sequenced = false;
   /** records written so far (volumes included, END excluded) */
@@ -63,7 +63,8 @@ export class StreamWriter {
   /** The 64-byte stream header: always the first bytes of the stream. */
   start(): Buffer {
     const b = encodeHeader(this.header);
-    this.account(b, b);
+    this.digest.raw(b);
+    this.byteCount += b.length;
     return b;
   }
 
@@ -105,14 +106,8 @@ export class StreamWriter {
 
   private emitted(parts: Buffer[]): void {
     this.recordCount++;
-    const [header] = parts as [Buffer];
-    this.account(header, header);
-    for (let i = 1; i < parts.length; i++) this.byteCount += parts[i]!.length;
-  }
-
-  private account(digested: Buffer, counted: Buffer): void {
-    this.digest.update(digested);
-    this.byteCount += counted.length;
+    this.digest.update(parts[0]!);
+    for (const p of parts) this.byteCount += p.length;
   }
 }
 
@@ -144,16 +139,13 @@ export class StreamParser {
   private queue = new ByteQueue();
   /** header of the record whose payload has not fully arrived yet */
   private pendingHeader: RecordHeader | null = null;
-  private digest: Hash | null;
-  /** record headers not yet given to the digest: one update per batch, not per record */
-  private digestBatch: Buffer | null = null;
-  private digestBatched = 0;
+  private digest: HeaderDigest | null;
   private sawSequenced = false;
   private failed: DrError | null = null;
 
   constructor(opts: ParserOptions = {}) {
     this.volumes = opts.volumes ? [...opts.volumes] : [];
-    this.digest = opts.noDigest ? null : createHash('sha256');
+    this.digest = opts.noDigest ? null : new HeaderDigest();
   }
 
   /** Bytes received but not yet part of a complete record. */
@@ -178,7 +170,7 @@ export class StreamParser {
       if (err instanceof DrError && !this.failed) throw this.fail(err, this.offset);
       throw err;
     } finally {
-      this.flushDigest();
+      this.digest?.flush();
     }
     return out;
   }
@@ -223,7 +215,7 @@ export class StreamParser {
       }
       const hb = queue.take(HEADER_SIZE);
       this.header = decodeHeader(hb);
-      this.digest?.update(hb);
+      this.digest?.raw(hb);
       this.offset = HEADER_SIZE;
       this.lastSeq = this.header.firstSeq - 1;
       out.push(this.header);
@@ -254,7 +246,7 @@ export class StreamParser {
       if (!recordCrcMatches(raw, h, [payload])) throw new DrError('DR_BAD_CHECKSUM', `record checksum mismatch (seq ${h.seq})`);
       const rec = decodePayload(h, payload, this.volumes);
       if (rec.type === 'end') this.checkEnd(rec);
-      this.digestHeader(raw);
+      this.digest?.update(raw);
       queue.drop(total);
       this.pendingHeader = null;
       this.offset += total;
@@ -275,20 +267,6 @@ export class StreamParser {
     }
   }
 
-  private digestHeader(raw: Buffer): void {
-    if (this.digest === null) return;
-    const batch = (this.digestBatch ??= Buffer.allocUnsafe(256 * RECORD_HEADER_SIZE));
-    raw.copy(batch, this.digestBatched, 0, RECORD_HEADER_SIZE);
-    this.digestBatched += RECORD_HEADER_SIZE;
-    if (this.digestBatched === batch.length) this.flushDigest();
-  }
-
-  private flushDigest(): void {
-    if (this.digestBatched === 0) return;
-    this.digest!.update(this.digestBatch!.subarray(0, this.digestBatched));
-    this.digestBatched = 0;
-  }
-
   /** Checks that need only the header, so a bad seq is refused before its payload is read. */
   private checkOrder(h: RecordHeader): void {
     const type = h.code & ~IGNORABLE_BIT;
@@ -305,7 +283,6 @@ export class StreamParser {
   private checkEnd(end: EndRecord): void {
     if (end.recordCount !== this.recordCount) throw new DrError('DR_TRAILER_MISMATCH', `END counts ${end.recordCount} records, stream has ${this.recordCount}`);
     if (end.byteCount !== this.offset) throw new DrError('DR_TRAILER_MISMATCH', `END counts ${end.byteCount} bytes, stream has ${this.offset}`);
-    this.flushDigest();
-    if (this.digest && !this.digest.copy().digest().equals(end.digest)) throw new DrError('DR_TRAILER_MISMATCH', 'END digest does not match the stream');
+    if (this.digest && !this.digest.digest().equals(end.digest)) throw new DrError('DR_TRAILER_MISMATCH', 'END digest does not match the stream');
   }
 }

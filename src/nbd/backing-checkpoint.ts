@@ -12,7 +12,7 @@ import path from 'node:path';
 import { DrError, fromSystemError } from '../errors.js';
 import type { Logger } from '../cli/log.js';
 import type { JournalStore } from '../store/index.js';
-import { writeAllSync } from './journal-sink.js';
+import { writevAllSync } from '../store/files.js';
 import type { BackingVolume } from './tap.js';
 
 export const CHECKPOINT_FILE = 'tap-backing.json';
@@ -75,11 +75,11 @@ export async function recoverBacking(store: JournalStore, volumes: BackingVolume
     let n = 0;
     for await (const r of store.records({ fromSeq })) {
       if ((r.type === 'write' || r.type === 'zero') && r.volume === v.index) {
-        if (r.type === 'write') writeAllSync(v.fd, [r.data], r.offset);
+        if (r.type === 'write') writevAllSync(v.fd, [r.data], r.offset);
         else {
           const z = Buffer.alloc(Math.min(r.length, 1 << 20));
           for (let off = r.offset; off < r.offset + r.length; off += z.length) {
-            writeAllSync(v.fd, [z.subarray(0, Math.min(z.length, r.offset + r.length - off))], off);
+            writevAllSync(v.fd, [z.subarray(0, Math.min(z.length, r.offset + r.length - off))], off);
           }
         }
         n++;

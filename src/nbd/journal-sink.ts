@@ -11,6 +11,7 @@ import { StreamWriter, type RecordInput } from '../format/codec.js';
 import type { SequencedRecord, VolumeRecord } from '../format/layout.js';
 import type { Logger } from '../cli/log.js';
 import { JournalStore, type Appender } from '../store/index.js';
+import { writevAllSync } from '../store/files.js';
 
 const fdatasync = promisify(fs.fdatasync);
 const fsync = promisify(fs.fsync);
@@ -36,37 +37,6 @@ export interface JournalSink {
   close(): Promise<void>;
   /** what it writes to, for messages */
   readonly what: string;
-}
-
-const sleepBuf = new Int32Array(new SharedArrayBuffer(4));
-
-/** writev every byte of `parts` at the fd's position (or at `position`), retrying partial writes and EAGAIN. */
-export function writeAllSync(fd: number, parts: Buffer[], position?: number): void {
-  let bufs = parts;
-  let pos = position;
-  const IOV_MAX = 1024;
-  while (bufs.length > 0) {
-    const batch = bufs.length > IOV_MAX ? bufs.slice(0, IOV_MAX) : bufs;
-    let n: number;
-    try {
-      n = pos === undefined ? fs.writevSync(fd, batch) : fs.writevSync(fd, batch, pos);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EAGAIN') {
-        Atomics.wait(sleepBuf, 0, 0, 1); // a non-blocking pipe is full: wait for the reader
-        continue;
-      }
-      throw err;
-    }
-    if (pos !== undefined) pos += n;
-    // drop what was written
-    let i = 0;
-    while (i < bufs.length && n >= bufs[i]!.length) {
-      n -= bufs[i]!.length;
-      i++;
-    }
-    bufs = bufs.slice(i);
-    if (n > 0 && bufs.length > 0) bufs[0] = bufs[0]!.subarray(n);
-  }
 }
 
 /** A journal stream written to a file descriptor (a pipe or a file). */
@@ -97,7 +67,7 @@ export class StreamSink implements JournalSink {
   private write(parts: Buffer[]): void {
     if (this.failed) throw this.failed;
     try {
-      writeAllSync(this.fd, parts);
+      writevAllSync(this.fd, parts);
     } catch (err) {
       this.failed = fromSystemError(err, `writing the journal stream to ${this.what}`);
       throw this.failed;

@@ -22,7 +22,8 @@ import { DrError, fromSystemError } from '../errors.js';
 import type { MarkKind, SequencedRecord } from '../format/layout.js';
 import { newId } from '../format/layout.js';
 import type { Logger } from '../cli/log.js';
-import { writeAllSync, type JournalSink } from './journal-sink.js';
+import type { JournalSink } from './journal-sink.js';
+import { writevAllSync } from '../store/files.js';
 import type { NbdExport } from './server.js';
 
 const fdatasync = promisify(fs.fdatasync);
@@ -255,7 +256,7 @@ export class Tap {
 
   private applyBacking(v: BackingVolume, data: Buffer[], offset: number): void {
     try {
-      writeAllSync(v.fd, data, offset);
+      writevAllSync(v.fd, data, offset);
       v.dirty = true;
     } catch (err) {
       // The journal has the write; the backing store does not. Keep serving would diverge the two.

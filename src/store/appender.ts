@@ -210,16 +210,17 @@ export class StoreAppender implements Appender {
   }
 
   append(rec: SequencedRecord, encoded?: Buffer[]): boolean {
-    return this.add(rec, encoded, false);
+    return this.add(rec, encoded, null);
   }
 
   appendBorrowed(rec: SequencedRecord, bytes: Buffer): boolean {
-    return this.add(rec, [bytes], true);
+    return this.add(rec, undefined, bytes);
   }
 
-  private add(rec: SequencedRecord, encoded: Buffer[] | undefined, borrowed: boolean): boolean {
+  /** `borrowed`: the whole record, kept as a view (appendBorrowed()); else `encoded` (or its encoding) is copied. */
+  private add(rec: SequencedRecord, encoded: Buffer[] | undefined, borrowed: Buffer | null): boolean {
     this.checkIdle();
-    if (rec.seq < this.nextSeq) return this.compareStored(rec, encoded);
+    if (rec.seq < this.nextSeq) return this.compareStored(rec, borrowed ?? encoded);
     if (rec.seq > this.nextSeq) {
       throw new DrError('DR_SEQ_GAP', `record seq ${rec.seq} would leave a gap: ${this.store.dir} holds up to seq ${this.nextSeq - 1} (resend from seq ${this.nextSeq})`, { lastGoodSeq: this.nextSeq - 1 });
     }
@@ -231,12 +232,12 @@ export class StoreAppender implements Appender {
       if (!vol) throw new DrError('DR_BAD_RECORD', `seq ${rec.seq} names volume ${rec.volume}, which the store does not have`);
       if (rec.offset + length > vol.size) throw new DrError('DR_OUT_OF_RANGE', `seq ${rec.seq}: ${rec.offset}+${length} is past the end of volume ${vol.name} (${vol.size} bytes)`);
     }
-    const parts = encoded ?? encodeRecord(rec);
-    const len = byteLength(parts);
+    const parts = borrowed === null ? encoded ?? encodeRecord(rec) : null;
+    const len = borrowed === null ? byteLength(parts!) : borrowed.length;
     try {
       if (!this.builder) this.startSegment(rec.seq);
       else if (this.builder.summary.dataEnd + len > this.store.segmentSize && this.builder.summary.records > 0) {
-        if (borrowed) {
+        if (borrowed !== null) {
           this.switchSegment(rec.seq);
         } else {
           this.seal();
@@ -245,8 +246,9 @@ export class StoreAppender implements Appender {
       }
       const b = this.builder!;
       const offset = b.summary.dataEnd;
-      this.stage(parts, len, borrowed);
-      b.addRecord(rec, offset, parts[0]!, len);
+      if (borrowed !== null) this.pending.borrow(borrowed);
+      else this.stage(parts!, len);
+      b.addRecord(rec, offset, borrowed ?? parts![0]!, len);
     } catch (err) {
       throw this.failed ?? this.fail(err, `cannot append to ${this.store.dir}`);
     }
@@ -265,11 +267,8 @@ export class StoreAppender implements Appender {
     }
   }
 
-  private stage(parts: Buffer[], len: number, borrowed: boolean): void {
-    if (borrowed) {
-      for (const p of parts) this.pending.borrow(p);
-      return;
-    }
+  /** Copy `parts` (`len` bytes) into the staging buffer, or write them at once when they do not fit in it. */
+  private stage(parts: Buffer[], len: number): void {
     if (!this.pending.fits(len)) this.flushStaged();
     if (len > STAGING) {
       for (const p of parts) this.pending.borrow(p);
@@ -283,13 +282,14 @@ export class StoreAppender implements Appender {
   private flushStaged(): void {
     if (this.fd === null || this.pending.bytes === 0) return;
     const at = this.writePos;
+    const len = this.pending.bytes;
     const bufs = this.pending.take();
     try {
-      writevAllSync(this.fd, bufs, at);
+      writevAllSync(this.fd, bufs, at, len);
     } catch (err) {
       throw this.writeFailed(err, this.fd, at);
     }
-    this.writePos = at + byteLength(bufs);
+    this.writePos = at + len;
   }
 
   async writeOut(): Promise<void> {
@@ -300,10 +300,11 @@ export class StoreAppender implements Appender {
       if (this.fd === null || this.pending.bytes === 0) return;
       const fd = this.fd;
       const at = this.writePos;
+      const len = this.pending.bytes;
       const bufs = this.pending.take();
-      this.writePos = at + byteLength(bufs);
+      this.writePos = at + len;
       try {
-        await writevAll(fd, bufs, at);
+        await writevAll(fd, bufs, at, len);
       } catch (err) {
         throw this.writeFailed(err, fd, at);
       }
@@ -329,7 +330,13 @@ export class StoreAppender implements Appender {
     const { bytes, builder } = segmentPrologue(store.groupId!, firstSeq, store.volumes);
     const p = segmentPaths(store.dir, firstSeq);
     writeFileDurable(p.data, bytes);
-    this.fd = fs.openSync(p.data, 'r+');
+    this.openSegment(firstSeq, p, builder, fs.openSync(p.data, 'r+'));
+  }
+
+  /** Append from now on to the new segment at `firstSeq` (`fd` null: its file is still to be created). */
+  private openSegment(firstSeq: number, p: ReturnType<typeof segmentPaths>, builder: SegmentBuilder, fd: number | null): void {
+    const store = this.store;
+    this.fd = fd;
     this.builder = builder;
     this.writePos = builder.summary.dataEnd;
     const entry: SegmentEntry = { firstSeq, ...p, summary: builder.summary };
@@ -360,13 +367,7 @@ export class StoreAppender implements Appender {
     const { bytes, builder } = segmentPrologue(store.groupId!, firstSeq, store.volumes);
     this.switching = { fd, segment: seg, builder: b, endLength: byteLength(end), prologue: bytes };
     if (this.dup && this.dup.segment === seg) this.dropDup();
-    this.fd = null;
-    this.builder = builder;
-    this.writePos = builder.summary.dataEnd;
-    const entry: SegmentEntry = { firstSeq, ...segmentPaths(store.dir, firstSeq), summary: builder.summary };
-    this.segment = entry;
-    store.segments.push(entry);
-    store.openBuilder = builder;
+    this.openSegment(firstSeq, segmentPaths(store.dir, firstSeq), builder, null);
   }
 
   private async finishSwitch(): Promise<void> {
@@ -411,12 +412,7 @@ export class StoreAppender implements Appender {
   /** The old segment of a switch is durable with its END: mark it sealed, write its index, close it. */
   private sealed(sw: NonNullable<StoreAppender['switching']>): void {
     this.switching = null;
-    const b = sw.builder;
-    b.summary.size = b.summary.dataEnd + sw.endLength;
-    b.summary.sealed = true;
-    this.markDurable(b.summary.lastSeq, b.summary.lastTime);
-    const index = encodeIndex(b.summary, b.extents.view());
-    this.inBackground(() => writeFileDurableAsync(sw.segment.index, index));
+    this.markSealed(sw.builder, sw.segment, sw.endLength);
     if (this.syncsInFlight > 0) this.retired.push(sw.fd);
     else fs.closeSync(sw.fd);
   }
@@ -430,14 +426,21 @@ export class StoreAppender implements Appender {
     this.flushStaged();
     const parts = b.endRecord(nowMicros());
     const len = byteLength(parts);
-    this.stage(parts, len, false);
+    this.stage(parts, len);
     this.flushStaged();
     try {
       fs.fdatasyncSync(this.fd);
     } catch (err) {
       throw this.fail(err, `cannot sync segment ${seg.data}`);
     }
-    b.summary.size = b.summary.dataEnd + len;
+    this.markSealed(b, seg, len);
+    this.retire();
+    this.store.openBuilder = null;
+  }
+
+  /** `seg`, its END (`endLength` bytes) durable: mark it sealed and durable, write its index file. */
+  private markSealed(b: SegmentBuilder, seg: SegmentEntry, endLength: number): void {
+    b.summary.size = b.summary.dataEnd + endLength;
     b.summary.sealed = true;
     this.markDurable(b.summary.lastSeq, b.summary.lastTime);
     // The index is derived from the (now durable) segment, and a store rebuilds a missing
@@ -445,8 +448,6 @@ export class StoreAppender implements Appender {
     // sync() and close() wait for it.
     const index = encodeIndex(b.summary, b.extents.view());
     this.inBackground(() => writeFileDurableAsync(seg.index, index));
-    this.retire();
-    this.store.openBuilder = null;
   }
 
   /** Run `work` in the sync chain: later syncs (and close) wait for it; its failure fails the appender. */
@@ -488,7 +489,6 @@ export class StoreAppender implements Appender {
 
   async sync(): Promise<void> {
     const run = async (): Promise<void> => {
-      this.check();
       while (this.writing) await this.writing.catch(() => undefined);
       this.check();
       try {
@@ -532,10 +532,11 @@ export class StoreAppender implements Appender {
   }
 
   /** The record at `rec.seq` is stored: identical -> false, different -> DR_CONFLICT. */
-  private compareStored(rec: SequencedRecord, encoded?: Buffer[]): boolean {
+  private compareStored(rec: SequencedRecord, encoded?: Buffer | Buffer[]): boolean {
     const store = this.store;
     if (rec.seq < store.firstSeq) return false; // folded into the base: nothing left to compare with
-    const hb = (encoded ?? encodeRecord(rec))[0]!.subarray(0, RECORD_HEADER_SIZE);
+    const first = encoded === undefined ? encodeRecord(rec)[0]! : Buffer.isBuffer(encoded) ? encoded : encoded[0]!;
+    const hb = first.subarray(0, RECORD_HEADER_SIZE);
     let stored: Buffer;
     try {
       stored = this.storedHeader(rec.seq);

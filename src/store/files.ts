@@ -30,13 +30,7 @@ export function writeFileDurable(file: string, data: Buffer | string | Array<Buf
   let fd: number | null = null;
   try {
     fd = fs.openSync(tmp, 'w', 0o644);
-    const parts = Array.isArray(data) ? data : [typeof data === 'string' ? Buffer.from(data) : data];
-    let pos = 0;
-    for (const p of parts) {
-      let done = 0;
-      while (done < p.length) done += fs.writeSync(fd, p, done, p.length - done, pos + done);
-      pos += p.length;
-    }
+    writevAllSync(fd, Array.isArray(data) ? data : [typeof data === 'string' ? Buffer.from(data) : data], 0);
     fs.fsyncSync(fd);
     fs.closeSync(fd);
     fd = null;
@@ -145,20 +139,38 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** Write all of `bufs` at `position` (looping over short writes). */
-export function writevAllSync(fd: number, bufs: Buffer[], position: number): void {
-  const total = byteLength(bufs);
+const sleepBuf = new Int32Array(new SharedArrayBuffer(4));
+/** buffers per writev call (the usual IOV_MAX) */
+const IOV_MAX = 1024;
+
+/**
+ * Write all of `bufs` at `position`, or at the descriptor's own position (a pipe, standard
+ * output) when it is undefined: loops over partial writes, waits out EAGAIN (a full
+ * non-blocking pipe) and fails on a write that makes no progress. `total`: byteLength(bufs),
+ * when the caller already has it.
+ */
+export function writevAllSync(fd: number, bufs: Buffer[], position?: number, total = byteLength(bufs)): void {
   let done = 0;
   while (done < total) {
-    const n = fs.writevSync(fd, sliceFrom(bufs, done), position + done);
-    if (n <= 0) throw new Error('short write');
+    let rest = sliceFrom(bufs, done);
+    if (rest.length > IOV_MAX) rest = rest.slice(0, IOV_MAX);
+    let n: number;
+    try {
+      n = position === undefined ? fs.writevSync(fd, rest) : fs.writevSync(fd, rest, position + done);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EAGAIN') {
+        Atomics.wait(sleepBuf, 0, 0, 1); // a non-blocking pipe is full: wait for the reader
+        continue;
+      }
+      throw err;
+    }
+    if (n <= 0) throw new Error(`short write: no byte of the ${total - done} left was written`);
     done += n;
   }
 }
 
-/** Write all of `bufs` at `position` on the thread pool (looping over short writes). */
-export function writevAll(fd: number, bufs: Buffer[], position: number): Promise<void> {
-  const total = byteLength(bufs);
+/** Write all of `bufs` at `position` on the thread pool (looping over short writes); `total` as in writevAllSync(). */
+export function writevAll(fd: number, bufs: Buffer[], position: number, total = byteLength(bufs)): Promise<void> {
   return new Promise((resolve, reject) => {
     const step = (done: number): void => {
       if (done >= total) {

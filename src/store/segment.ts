@@ -10,7 +10,6 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { createHash, type Hash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { DrError } from '../errors.js';
 import {
@@ -19,6 +18,7 @@ import {
   type MarkKind, type EndRecord,
 } from '../format/layout.js';
 import { nowMicros } from '../format/codec.js';
+import { HeaderDigest } from '../format/header-digest.js';
 import { ioError, preadSync, writeFileDurable } from './files.js';
 
 export const SEGMENTS = 'segments';
@@ -111,15 +111,12 @@ export class SegmentBuilder {
   readonly offsets = new RowList(1, 4096);
   readonly volumes: VolumeRecord[] = [];
   /** running digest and counts for the END trailer */
-  private digest: Hash = createHash('sha256');
-  /** record headers not yet given to the digest: one update per batch, not per record */
-  private digestBatch = Buffer.allocUnsafe(256 * RECORD_HEADER_SIZE);
-  private digestBatched = 0;
+  private digest = new HeaderDigest();
   streamRecordCount = 0;
   private lastSparse = -Infinity;
 
   constructor(readonly header: StreamHeader, headerBytes: Buffer) {
-    this.digest.update(headerBytes);
+    this.digest.raw(headerBytes);
     this.summary = {
       firstSeq: header.firstSeq, lastSeq: header.firstSeq - 1, firstTime: 0, lastTime: 0, records: 0, writeBytes: 0,
       zeroBytes: 0, headerEnd: HEADER_SIZE, dataEnd: HEADER_SIZE, size: HEADER_SIZE, sealed: false, volumeCount: 0,
@@ -129,7 +126,7 @@ export class SegmentBuilder {
 
   addVolume(v: VolumeRecord, hb: Buffer, length: number): void {
     this.volumes.push(v);
-    this.digestHeader(hb);
+    this.digest.update(hb);
     this.streamRecordCount++;
     this.summary.volumeCount++;
     this.summary.headerEnd = this.summary.dataEnd = this.summary.size = this.summary.dataEnd + length;
@@ -137,7 +134,7 @@ export class SegmentBuilder {
 
   addRecord(rec: SequencedRecord, offset: number, hb: Buffer, length: number): void {
     const s = this.summary;
-    this.digestHeader(hb);
+    this.digest.update(hb);
     this.streamRecordCount++;
     if (s.records === 0) s.firstTime = rec.time;
     s.records++;
@@ -170,25 +167,11 @@ export class SegmentBuilder {
     s.extentCount = this.extents.length;
   }
 
-  /** `hb` starts with a record header (it may hold the whole record). */
-  private digestHeader(hb: Buffer): void {
-    hb.copy(this.digestBatch, this.digestBatched, 0, RECORD_HEADER_SIZE);
-    this.digestBatched += RECORD_HEADER_SIZE;
-    if (this.digestBatched === this.digestBatch.length) this.flushDigest();
-  }
-
-  private flushDigest(): void {
-    if (this.digestBatched === 0) return;
-    this.digest.update(this.digestBatch.subarray(0, this.digestBatched));
-    this.digestBatched = 0;
-  }
-
   /** The END trailer for what has been added so far. */
   endRecord(time: number): Buffer[] {
-    this.flushDigest();
     const end: EndRecord = {
       type: 'end', seq: 0, time: Math.max(time, this.summary.lastTime), recordCount: this.streamRecordCount,
-      byteCount: this.summary.dataEnd, digest: this.digest.copy().digest(),
+      byteCount: this.summary.dataEnd, digest: this.digest.digest(),
     };
     return encodeRecord(end);
   }
