@@ -264,22 +264,26 @@ export class Applier {
         continue;
       }
       const op = this.queue[0]!;
-      if (op.kind === 'write' && inFlight.size < WRITES_IN_FLIGHT && !overlapsAny(op.run, inFlight)) {
-        this.queue.shift();
-        const w = {
-          run: op.run,
-          done: this.writeRun(op.run).then(
-            () => { inFlight.delete(w); this.notify(); },
-            (err: unknown) => { inFlight.delete(w); fail(err); this.notify(); },
-          ),
-        };
-        inFlight.add(w);
+      if (op.kind === 'write') {
+        if (inFlight.size < WRITES_IN_FLIGHT && !overlapsAny(op.run, inFlight)) {
+          this.queue.shift();
+          const w = {
+            run: op.run,
+            done: this.writeRun(op.run).then(
+              () => { inFlight.delete(w); this.notify(); },
+              (err: unknown) => { inFlight.delete(w); fail(err); this.notify(); },
+            ),
+          };
+          inFlight.add(w);
+        } else {
+          // too many in flight, or it overlaps one: wait for one to end
+          await Promise.race([...inFlight].map((w) => w.done));
+        }
         continue;
       }
       if (inFlight.size > 0) {
-        // a write that must wait, or an operation after writes: wait for one (or all) to end
-        if (op.kind === 'write') await Promise.race([...inFlight].map((w) => w.done));
-        else await Promise.all([...inFlight].map((w) => w.done));
+        // an operation after writes: wait for all of them
+        await Promise.all([...inFlight].map((w) => w.done));
         continue;
       }
       this.queue.shift();
@@ -306,11 +310,9 @@ export class Applier {
     else fn();
   }
 
-  private async perform(op: Op): Promise<void> {
+  /** Everything but writes (those run in execute(), several at a time). */
+  private async perform(op: Exclude<Op, { kind: 'write' }>): Promise<void> {
     switch (op.kind) {
-      case 'write':
-        await this.writeRun(op.run);
-        return;
       case 'zero':
         this.zeroRange(op.target, op.offset, op.length);
         return;
