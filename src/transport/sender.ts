@@ -362,12 +362,12 @@ export class Sender {
         return next;
       };
       try {
-        if (read.kind === 'store') {
-          this.knownSeq = Math.max(this.knownSeq, read.lastSeq);
-          const writer = new WireStreamWriter({ ...read.header, firstSeq: from });
+        if (read.kind === 'store') this.knownSeq = Math.max(this.knownSeq, read.lastSeq);
+        const writer = new WireStreamWriter({ ...read.header, firstSeq: from });
+        try {
           await out.write([writer.start()]);
           for (const v of read.volumes) await out.write(writer.add(v));
-          try {
+          if (read.kind === 'store') {
             // The sealed segments: large slices, as stored.
             for (;;) {
               const slice = await read.sealed.next();
@@ -406,31 +406,24 @@ export class Sender {
                 this.sentSeq = last;
               }
             }
-            if (!conn.signal.aborted) {
-              if (!ended) throw new DrError('DR_TRUNCATED', `the stream read from ${this.o.source.name} ended without its END trailer`);
-              await out.write(writer.end());
-              await out.flush();
+            if (!conn.signal.aborted && !ended) throw new DrError('DR_TRUNCATED', `the stream read from ${this.o.source.name} ended without its END trailer`);
+          } else {
+            const it = read.records[Symbol.asyncIterator]();
+            for (;;) {
+              const r = await nextOf(it);
+              if (r.done || conn.signal.aborted) break;
+              const rec: RawRecord = r.value;
+              if (this.sentSeq <= this.lag.acked) lastAckAt = performance.now();
+              await out.write(writer.add(rec));
+              this.sentSeq = rec.seq;
             }
-          } finally {
-            await read.close();
-          }
-        } else {
-          const writer = new WireStreamWriter({ ...read.header, firstSeq: from });
-          await out.write([writer.start()]);
-          for (const v of read.volumes) await out.write(writer.add(v));
-          const it = read.records[Symbol.asyncIterator]();
-          for (;;) {
-            const r = await nextOf(it);
-            if (r.done || conn.signal.aborted) break;
-            const rec: RawRecord = r.value;
-            if (this.sentSeq <= this.lag.acked) lastAckAt = performance.now();
-            await out.write(writer.add(rec));
-            this.sentSeq = rec.seq;
           }
           if (!conn.signal.aborted) {
             await out.write(writer.end());
             await out.flush();
           }
+        } finally {
+          if (read.kind === 'store') await read.close();
         }
       } catch (err) {
         fail(err instanceof DrError ? err : new DrError('DR_IO', `reading ${this.o.source.name}: ${(err as Error).message}`), err instanceof DrError && isPermanent(err.code));
