@@ -208,9 +208,9 @@ export function decodeHeader(b: Buffer): StreamHeader {
  *   24    4 header CRC: CRC-32 of bytes 0..23
  *   28    4 record CRC: CRC-32 of bytes 0..27 followed by the payload
  */
-export function decodeRecordHeader(b: Buffer): RecordHeader {
+export function decodeRecordHeader(b: Buffer, crcChecked = false): RecordHeader {
   const headerCrc = b.readUInt32LE(24);
-  if (headerCrc !== crc32(b.subarray(0, 24))) throw new DrError('DR_BAD_CHECKSUM', 'record header checksum mismatch');
+  if (!crcChecked && headerCrc !== crc32(b.subarray(0, 24))) throw new DrError('DR_BAD_CHECKSUM', 'record header checksum mismatch');
   const code = b.readUInt16LE(0);
   const payloadLength = b.readUInt32LE(4);
   const limit = code & IGNORABLE_BIT && !knownType(code) ? LIMITS.maxIgnorablePayload : LIMITS.maxPayload;

@@ -94,6 +94,8 @@ export class StoreAppender implements Appender {
   lastTime = 0;
   durableSeq = 0;
   private durableTime = 0;
+  /** the last seq whose bytes the kernel has (written, maybe not yet durable) */
+  private writtenSeq = 0;
 
   private constructor(private readonly store: JournalStore, private readonly lock: LockFile) {}
 
@@ -107,6 +109,7 @@ export class StoreAppender implements Appender {
       a.nextSeq = store.lastSeq + 1;
       a.lastTime = store.lastTime;
       a.durableSeq = store.lastSeq;
+      a.writtenSeq = store.lastSeq;
       a.durableTime = store.lastTime;
       const open = store.openBuilder;
       const last = store.segments[store.segments.length - 1];
@@ -290,6 +293,7 @@ export class StoreAppender implements Appender {
       throw this.writeFailed(err, this.fd, at);
     }
     this.writePos = at + len;
+    this.writtenSeq = this.nextSeq - 1;
   }
 
   async writeOut(): Promise<void> {
@@ -302,12 +306,14 @@ export class StoreAppender implements Appender {
       const at = this.writePos;
       const len = this.pending.bytes;
       const bufs = this.pending.take();
+      const seq = this.nextSeq - 1; // appending waits for this writeOut(): nothing is added meanwhile
       this.writePos = at + len;
       try {
         await writevAll(fd, bufs, at, len);
       } catch (err) {
         throw this.writeFailed(err, fd, at);
       }
+      this.writtenSeq = Math.max(this.writtenSeq, seq);
     };
     const writing = work();
     this.writing = writing;
@@ -487,30 +493,45 @@ export class StoreAppender implements Appender {
     }
   }
 
+  /**
+   * Make the records appended so far durable. Borrowed appends are written by the
+   * writeOut() running (or about to run) when this sync gets its turn: it waits for that
+   * one write, not for the caller to stop writing (a caller that keeps writing out chunk
+   * after chunk would otherwise hold every sync back until its segment is sealed).
+   */
   async sync(): Promise<void> {
+    let target = this.nextSeq - 1;
+    let targetTime = this.lastTime;
     const run = async (): Promise<void> => {
-      while (this.writing) await this.writing.catch(() => undefined);
+      while (this.writtenSeq < target && this.writing) await this.writing.catch(() => undefined);
       this.check();
-      try {
-        this.finishSwitchSync(); // borrowed appends not written out (writeOut() does it on the thread pool)
-        this.flushStaged();
-      } catch (err) {
-        throw this.failed ?? err;
+      if (this.writtenSeq < target) {
+        // nothing running writes them: write what is pending now (and make all of it durable)
+        try {
+          this.finishSwitchSync();
+          this.flushStaged();
+        } catch (err) {
+          throw this.failed ?? err;
+        }
+        target = this.nextSeq - 1;
+        targetTime = this.lastTime;
       }
-      const seq = this.nextSeq - 1;
-      const time = this.lastTime;
-      if (this.fd !== null && seq > this.durableSeq) {
+      if (target <= this.durableSeq) return; // e.g. sealed (and so synced) by a segment switch
+      // target's bytes are in the open segment, or in the one a pending switch has still to sync
+      const sw = this.switching;
+      const fd = sw && target <= sw.builder.summary.lastSeq ? sw.fd : this.fd;
+      if (fd !== null) {
         this.syncsInFlight++;
         try {
-          await fdatasync(this.fd);
+          await fdatasync(fd);
         } catch (err) {
           throw this.fail(err, `cannot sync segment ${this.segment?.data ?? ''}`);
         } finally {
           this.syncsInFlight--;
-          if (this.syncsInFlight === 0) for (const fd of this.retired.splice(0)) fs.closeSync(fd);
+          if (this.syncsInFlight === 0) for (const f of this.retired.splice(0)) fs.closeSync(f);
         }
       }
-      this.markDurable(seq, time);
+      this.markDurable(target, targetTime);
     };
     const next = this.syncChain.then(run, run);
     this.syncChain = next.catch(() => undefined);
