@@ -2,27 +2,29 @@
 // end of a journal of random 4 KiB writes, versus `cp` of an image of the same size; and how the
 // restore grows with the journal's size (BENCH_RESTORE_JOURNALS, MiB, default "256,1024"; add 4096
 // for the 4 GiB figure). For every journal size:
-//   1. dr-restore --at mark:near-end --out FILE (sparse file, fsynced, renamed into place; again
-//      with --jobs 2, worker threads reading)
-//      vs `cp IMG FILE && sync FILE` (a fully allocated image, made durable the same way), and
-//      vs plain `cp IMG FILE` (no fsync: what cp alone costs)
+//   1. dr-restore --at mark:near-end --out FILE (sparse file, fsynced, renamed into place)
+//      vs `cp IMG FILE && sync FILE` (a fully allocated image, made durable the same way), twice:
+//      cold (the store's files and IMG dropped from the page cache before every run of either, as
+//      after a while on this machine, whose DAMON pages out files idle for ~30 s) and warm (both
+//      read once right before every run)
 //   2. dr-restore --tar | cat (every byte streamed, with the manifest's sha256) vs tar -cf - IMG | cat
 //   3. --serve: time from starting the server to the first 4 KiB read by qemu-io, vs qemu-nbd on IMG
-// The store is appended with bin/dr-journal; its files and IMG are read once first so every side
-// reads from the page cache. Best of BENCH_ROUNDS (default 2). Peak memory via /usr/bin/time -f %M.
+// Fairness: the two sides alternate (AB, BA, ...), the last output is deleted right before every
+// run of either; BENCH_ROUNDS (default 3) runs of each, the MEDIAN wall time of each side counts
+// (ratio of the medians; every run's time is in the note). Peak memory via /usr/bin/time -f %M.
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, rmSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StreamWriter } from '../../dist/format/codec.js';
-import { best, must, timed, streamFile } from '../lib/bench.mjs';
+import { alternate, evict, median, must, spread, timed, streamFile, warm } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const BLOCK = 4096;
 const volSize = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
 const journals = (process.env.BENCH_RESTORE_JOURNALS ?? '256,1024').split(',').map((s) => Number(s) * MiB);
-const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const root = new URL('../../', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'drkit-bench-restore-'));
 const bin = (c) => join(root, 'bin', c);
@@ -89,48 +91,51 @@ try {
     writeJournal(stream, jbytes);
     must(bin('dr-journal'), ['append', store, stream, '-q']);
     rmSync(stream);
-    must('sh', ['-c', `cat ${store}/segments/* ${img} > /dev/null; sync`]);
     const jm = `${jbytes / MiB} MiB journal`;
     const out = join(dir, 'out.img');
-
-    const restore = best(rounds, () => {
+    const fresh = () => {
       rmSync(out, { force: true });
-      return timed(bin('dr-restore'), [store, '--at', 'mark:near-end', '--out', out, '-q']);
-    });
-    // the same with 2 worker threads reading: do they help on this machine?
-    const restoreJ2 = best(rounds, () => {
-      rmSync(out, { force: true });
-      return timed(bin('dr-restore'), [store, '--at', 'mark:near-end', '--out', out, '-q', '--jobs', '2']);
-    });
-    const allocated = Number(must('stat', ['-c', '%b*%B', out]).stdout.trim().split('*').reduce((a, b) => a * b));
-    const cpSync = best(rounds, () => {
-      rmSync(out, { force: true });
-      return timed('sh', ['-c', `cp ${img} ${out} && sync ${out}`]);
-    });
-    const cpPlain = best(rounds, () => {
-      rmSync(out, { force: true });
-      return timed('cp', [img, out]);
-    });
-    rmSync(out, { force: true });
-    const note = `${volSize / MiB} MiB volume, ${jm} of random 4 KiB writes (${Math.round(allocated / MiB)} MiB of the restored file allocated); best of ${rounds}; page cache warm`;
-    emit({
-      name: `restore ${volSize / MiB} MiB volume near the end of a ${jm} (--out FILE)`, drkit_s: fix(restore.s), peer: 'cp IMG FILE && sync FILE',
-      peer_s: fix(cpSync.s), ratio: fix(cpSync.s / restore.s), drkit_peak_mib: restore.peak, bytes: volSize,
-      note: `${note}; CPU (user+sys) drkit ${restore.cpu.toFixed(2)} s, cp ${cpSync.cpu.toFixed(2)} s`,
-    });
-    emit({
-      name: `restore ${volSize / MiB} MiB volume near the end of a ${jm} (--out FILE --jobs 2)`, drkit_s: fix(restoreJ2.s), peer: 'cp IMG FILE && sync FILE',
-      peer_s: fix(cpSync.s), ratio: fix(cpSync.s / restoreJ2.s), drkit_peak_mib: restoreJ2.peak, bytes: volSize,
-      note: `2 worker threads reading (the default is --jobs 1: no workers); ${note}; CPU (user+sys) drkit ${restoreJ2.cpu.toFixed(2)} s, cp ${cpSync.cpu.toFixed(2)} s`,
-    });
-    emit({
-      name: `restore ${volSize / MiB} MiB volume near the end of a ${jm} (--out FILE) vs cp without fsync`, drkit_s: fix(restore.s), peer: 'cp IMG FILE',
-      peer_s: fix(cpPlain.s), ratio: fix(cpPlain.s / restore.s), drkit_peak_mib: restore.peak, bytes: volSize, note: `${note}; dr-restore fsyncs its output, cp here does not; CPU (user+sys) drkit ${restore.cpu.toFixed(2)} s, cp ${cpPlain.cpu.toFixed(2)} s`,
-    });
+      for (const f of readdirSync(dir)) if (f.startsWith('.out.img')) rmSync(join(dir, f), { force: true });
+    };
+    let allocated = 0;
+    const restoreRun = () => {
+      const r = timed(bin('dr-restore'), [store, '--at', 'mark:near-end', '--out', out, '-q']);
+      allocated = Number(must('stat', ['-c', '%b*%B', out]).stdout.trim().split('*').reduce((x, y) => x * y));
+      return r;
+    };
+    const cpRun = () => timed('sh', ['-c', `cp ${img} ${out} && sync ${out}`]);
+    for (const cache of ['cold', 'warm']) {
+      const runs = alternate(rounds, {
+        prepare: () => {
+          fresh();
+          if (cache === 'cold') evict(store, img);
+          else warm(store, img);
+        },
+        drkit: restoreRun,
+        peer: cpRun,
+      });
+      fresh();
+      const d = median(runs.drkit);
+      const p = median(runs.peer);
+      emit({
+        name: `restore ${volSize / MiB} MiB volume near the end of a ${jm} (--out FILE, ${cache})`, drkit_s: fix(d.s), peer: 'cp IMG FILE && sync FILE',
+        peer_s: fix(p.s), ratio: fix(p.s / d.s), drkit_peak_mib: Math.max(...runs.drkit.map((r) => r.peak)), bytes: volSize,
+        note: `${volSize / MiB} MiB volume, ${jm} of random 4 KiB writes (${Math.round(allocated / MiB)} MiB of the restored file allocated); `
+          + `store and IMG ${cache === 'cold' ? 'dropped from the page cache' : 'read into the page cache'} before every run; median of ${rounds} alternating runs each `
+          + `(drkit ${spread(runs.drkit)} s, cp ${spread(runs.peer)} s); CPU (user+sys) of the medians drkit ${d.cpu.toFixed(2)} s, cp ${p.cpu.toFixed(2)} s`,
+      });
+    }
+    const note = `${volSize / MiB} MiB volume, ${jm} of random 4 KiB writes; page cache warm`;
+    warm(store, img);
 
     // through a pipe: GNU tar reads nothing when its output is /dev/null
-    const tar = best(rounds, () => timed('sh', ['-c', `${bin('dr-restore')} ${store} --at mark:near-end --tar -q | cat > /dev/null`]));
-    const tarPeer = best(rounds, () => timed('sh', ['-c', `tar -cf - -C ${dir} image.raw | cat > /dev/null`]));
+    const tarRuns = alternate(Math.min(rounds, 2), {
+      prepare: () => warm(store, img),
+      drkit: () => timed('sh', ['-c', `${bin('dr-restore')} ${store} --at mark:near-end --tar -q | cat > /dev/null`]),
+      peer: () => timed('sh', ['-c', `tar -cf - -C ${dir} image.raw | cat > /dev/null`]),
+    });
+    const tar = median(tarRuns.drkit);
+    const tarPeer = median(tarRuns.peer);
     emit({
       name: `group tar of a ${volSize / MiB} MiB volume near the end of a ${jm} (--tar | cat, with sha256)`, drkit_s: fix(tar.s), peer: 'tar -cf - IMG | cat',
       peer_s: fix(tarPeer.s), ratio: fix(tarPeer.s / tar.s), drkit_peak_mib: tar.peak, bytes: volSize, note: `peak memory is of the shell and dr-restore; ${note}; CPU (user+sys) drkit ${tar.cpu.toFixed(2)} s, tar ${tarPeer.cpu.toFixed(2)} s`,
@@ -147,10 +152,9 @@ try {
     const fbPeerBest = Math.min(...fbPeer.map((x) => x.s));
     emit({
       name: `serve: start to first 4 KiB read over NBD, ${jm}`, drkit_s: fix(fbBest), peer: 'qemu-nbd -r IMG', peer_s: fix(fbPeerBest),
-      ratio: fix(fbPeerBest / fbBest), bytes: BLOCK, note: `includes process start and qemu-io connect retries (10 ms); ${note}`,
+      ratio: fix(fbPeerBest / fbBest), bytes: BLOCK, note: `best of ${rounds} each; includes process start and qemu-io connect retries (10 ms); ${note}`,
     });
     rmSync(store, { recursive: true, force: true });
-    for (const f of readdirSync(dir)) if (f.startsWith('.out.img')) rmSync(join(dir, f), { force: true });
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });

@@ -72,3 +72,46 @@ export function streamFile(path) {
     },
   };
 }
+
+/**
+ * Drop `paths` (files, or directories: every file under them) from the page cache
+ * (posix_fadvise DONTNEED via dd iflag=nocache): a cold start that both sides of a
+ * comparison can be given the same way. Dirty pages are written first (sync).
+ */
+export function evict(...paths) {
+  must('sh', ['-c', 'sync; find "$@" -type f -exec dd of=/dev/null if={} iflag=nocache count=0 status=none \\;', 'evict', ...paths]);
+}
+
+/** Read `paths` (files or directories) once, so that they are in the page cache. */
+export function warm(...paths) {
+  must('sh', ['-c', 'find "$@" -type f -exec cat {} + > /dev/null', 'warm', ...paths]);
+}
+
+/** The median of timed runs ({ s, cpu, peak, ... }) by wall time (the lower middle one of an even count). */
+export function median(runs) {
+  const sorted = [...runs].sort((a, b) => a.s - b.s);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
+/**
+ * Fair side-by-side runs: `rounds` rounds of drkit() and peer(), in the order AB, BA, AB, ...
+ * (whoever runs second gets the memory the first just freed, so each side gets both places);
+ * before every run of either, prepare() (e.g. delete the last output, evict or warm the inputs).
+ * Returns { drkit, peer }: arrays of the timed results.
+ */
+export function alternate(rounds, { prepare = () => undefined, drkit, peer }) {
+  const out = { drkit: [], peer: [] };
+  for (let r = 0; r < rounds; r++) {
+    const order = r % 2 === 0 ? ['drkit', 'peer'] : ['peer', 'drkit'];
+    for (const side of order) {
+      prepare(side);
+      out[side].push(side === 'drkit' ? drkit() : peer());
+    }
+  }
+  return out;
+}
+
+/** "1.23 1.31 1.40" (wall seconds of runs, sorted) for a note. */
+export function spread(runs) {
+  return runs.map((r) => r.s).sort((a, b) => a - b).map((s) => s.toFixed(2)).join(' ');
+}

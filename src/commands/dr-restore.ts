@@ -194,6 +194,13 @@ function progressFor(ctx: Context, total: number, what: string): { progress: Ret
   };
 }
 
+/** -v: what the page-cache prefetch before each volume did. */
+function logPrefetch(ctx: Context): RestoreOptions['onPrefetch'] {
+  return (vol, r) => ctx.log.debug(r.skipped
+    ? `${vol.name}: no prefetch: the ${formatBytes(r.needed)} of the journal it needs exceed half the available memory`
+    : `${vol.name}: prefetched ${formatBytes(r.bytes)} of the journal in large reads`);
+}
+
 async function restoreOne(store: JournalStore, point: RestorePoint, args: RestoreArgs, ctx: Context, plan: RestoreOptions): Promise<number> {
   const vol = selectOneVolume(store, args.volume);
   const toStdout = args.out === '-';
@@ -203,7 +210,7 @@ async function restoreOne(store: JournalStore, point: RestorePoint, args: Restor
   const reader = await openReader(store, point, vol.size < PARALLEL_MIN ? 1 : args.jobs);
   const { progress, onProgress } = progressFor(ctx, vol.size, vol.name);
   try {
-    const opts = { ...plan, onProgress };
+    const opts = { ...plan, onProgress, onPrefetch: logPrefetch(ctx) };
     const stats = toStdout
       ? await restoreToStream(reader, vol, process.stdout, opts)
       : await restoreToFile(reader, vol, args.out!, Boolean(args.force), opts);
@@ -237,7 +244,7 @@ async function tarGroup(store: JournalStore, point: RestorePoint, args: RestoreA
   const { progress, onProgress } = progressFor(ctx, total, 'tar');
   const started = process.hrtime.bigint();
   try {
-    const opts = { ...plan, onProgress };
+    const opts = { ...plan, onProgress, onPrefetch: logPrefetch(ctx) };
     let manifest;
     if (file === null) {
       manifest = await writeGroupTar(reader, vols, point, store.groupId, process.stdout, opts);

@@ -12,10 +12,13 @@ import type { PointInTimeReader } from '../store/index.js';
 import { AtomicOutput, checkOutput, openSpecialOutput, writeOut } from './restore-output.js';
 import { ZEROES, isAllZero, volumePieces, type PieceOptions } from './restore-ranges.js';
 import { EarlyWriteback, WRITE_MAX } from './writeback.js';
+import { prefetchVolume, type PrefetchResult } from './restore-prefetch.js';
 
 export interface RestoreOptions extends PieceOptions {
   /** called with the bytes done so far */
   onProgress?: (done: number) => void;
+  /** called with what the page-cache prefetch before a volume did (restore-prefetch.ts) */
+  onPrefetch?: (volume: VolumeRecord, result: PrefetchResult) => void;
 }
 
 export interface RestoreStats {
@@ -58,6 +61,7 @@ export async function restoreToFile(
   const writes: Array<Promise<number>> = [];
   try {
     await out.fh.truncate(vol.size);
+    await warmSources(reader, vol, opts);
     for await (const piece of volumePieces(reader, vol.index, vol.size, { ...opts, recycle: true })) {
       if (piece.data) {
         const w = writeNonZero(out, piece.data, piece.offset).then((n) => {
@@ -82,6 +86,18 @@ export async function restoreToFile(
     throw fromSystemError(err, `cannot write ${file}`);
   }
   return { bytes: vol.size, written, sparse: vol.size - written, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
+}
+
+/**
+ * Before reading a volume in order from the store's own reader: its journal parts
+ * read front to back into the page cache (reads of chunkSize, two in flight), so the
+ * per-block preads that follow do not wait for the disk one by one. Readers that
+ * wrap the store's (worker threads, an archive's ranged fetches) read as before.
+ */
+async function warmSources(reader: PointInTimeReader, vol: VolumeRecord, opts: RestoreOptions): Promise<void> {
+  if (!reader.whole) return;
+  const r = await prefetchVolume(reader.whole, vol.index, { readSize: opts.chunkSize, signal: opts.signal });
+  opts.onPrefetch?.(vol, r);
 }
 
 /**
@@ -135,6 +151,7 @@ export async function restoreToStream(
 ): Promise<RestoreStats> {
   const started = process.hrtime.bigint();
   let written = 0;
+  await warmSources(reader, vol, opts);
   for await (const piece of volumePieces(reader, vol.index, vol.size, opts)) {
     if (piece.data) {
       hash?.update(piece.data);

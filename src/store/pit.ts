@@ -36,7 +36,33 @@ export interface PointInTimeReader {
    * can be fetched before it is read.
    */
   sources(volume: number, offset: number, length: number): Array<{ file: string; pos: number; length: number }>;
+  /** Present on the store's own reader (not on wrappers that must see every read): see WholeVolumeSource. */
+  readonly whole?: WholeVolumeSource;
   release(): Promise<void>;
+}
+
+/** run sources of WholeVolumeSource.runs() other than a segment (src >= 0) */
+export const SOURCE_ZERO = -1;
+export const SOURCE_BASE = -2;
+export const SOURCE_PARTIAL = -3;
+
+/**
+ * For a writer producing a whole volume at once (dr-restore --out): where every
+ * block's bytes are, so that it can read each source file in file order with large
+ * sequential reads instead of one pread per block in volume order.
+ */
+export interface WholeVolumeSource {
+  /** how many segment sources there are (src 0..count-1) */
+  readonly segments: number;
+  /**
+   * visit(at, n, src, pos) for the whole volume in volume order, once the block map is
+   * complete: src >= 0 is segment src (pos: position in it), SOURCE_BASE the base image
+   * (pos: the volume offset; zeroes where it has no data), SOURCE_ZERO zeroes, and
+   * SOURCE_PARTIAL one block written in pieces (read it with read()).
+   */
+  runs(volume: number, visit: (at: number, n: number, src: number, pos: number) => void): Promise<void>;
+  /** `n` bytes of source `src` (a segment or SOURCE_BASE) at `pos` into dst (on the thread pool) */
+  readFrom(volume: number, src: number, pos: number, n: number, dst: Buffer): Promise<void>;
 }
 
 const CHUNK_BITS = 16;
@@ -44,9 +70,6 @@ const CHUNK = 1 << CHUNK_BITS;
 /** block states (in `src`): 0 = not written in the window (base), -1 = zeroes, -2 = partial, n > 0 = data in segment slot n-1 */
 const ZERO = -1;
 const PARTIAL = -2;
-/** run sources of walk() other than a segment slot */
-const ZERO_SOURCE = -1;
-const BASE_SOURCE = -2;
 
 interface Piece { slot: number; pos: number; start: number; end: number }
 interface Partial { pieces: Piece[]; floor: { slot: number; pos: number } | null }
@@ -130,7 +153,7 @@ class BlockMap {
 
 interface Slot { data: string; fd: number; segment: SegmentEntry; idx?: IndexFile | null; idxFd?: number; extents?: Float64Array }
 
-class PitReader implements PointInTimeReader {
+class PitReader implements PointInTimeReader, WholeVolumeSource {
   readonly volumes: VolumeRecord[];
   private readonly maps: BlockMap[];
   private readonly slots: Slot[] = [];
@@ -143,6 +166,11 @@ class PitReader implements PointInTimeReader {
   /** the whole block map is resolved (built in the background after open) */
   private ready = false;
   building: Promise<void> = Promise.resolve();
+  readonly whole: WholeVolumeSource = this;
+
+  get segments(): number {
+    return this.slots.length;
+  }
 
   constructor(private readonly store: JournalStore, readonly seq: number, readonly time: number) {
     this.volumes = store.volumes.map((v) => ({ ...v }));
@@ -310,7 +338,7 @@ class PitReader implements PointInTimeReader {
     this.walk(volume, offset, length, given ?? checked, (at, n, src, pos) => {
       // segment data (the common case, one 4 KiB block per call after random writes) goes straight into `out`
       if (src >= 0) this.pread(this.slots[src]!, pos, n, out, at - offset);
-      else if (src === ZERO_SOURCE) out.fill(0, at - offset, at - offset + n);
+      else if (src === SOURCE_ZERO) out.fill(0, at - offset, at - offset + n);
       else this.readBase(volume, pos, out.subarray(at - offset, at - offset + n));
     });
     return out;
@@ -326,8 +354,8 @@ class PitReader implements PointInTimeReader {
       list.push({ pos, end: pos + n });
     };
     this.walk(volume, offset, length, map, (at, n, src, pos) => {
-      if (src === ZERO_SOURCE) return;
-      if (src !== BASE_SOURCE) return add(this.slots[src]!.data, pos, n); // absolute: store.dir is resolved
+      if (src === SOURCE_ZERO) return;
+      if (src !== SOURCE_BASE) return add(this.slots[src]!.data, pos, n); // absolute: store.dir is resolved
       const file = this.basePaths[volume];
       if (!file) return;
       // only the regions the base holds data in are read
@@ -357,11 +385,11 @@ class PitReader implements PointInTimeReader {
 
   /**
    * Where the bytes of [offset, offset+length) come from, in runs: visit(at, n, src, pos)
-   * with src a slot index (n bytes at segment position pos), BASE_SOURCE (the base
-   * image at volume offset pos) or ZERO_SOURCE. Visits of one partial block come oldest
+   * with src a slot index (n bytes at segment position pos), SOURCE_BASE (the base
+   * image at volume offset pos) or SOURCE_ZERO. Visits of one partial block come oldest
    * first and overlap: a later visit's bytes replace an earlier one's.
    */
-  private walk(volume: number, offset: number, length: number, map: BlockMap, visit: (at: number, n: number, src: number, pos: number) => void): void {
+  private walk(volume: number, offset: number, length: number, map: BlockMap, visit: (at: number, n: number, src: number, pos: number) => void, partialAsOne = false): void {
     const bs = map.bs;
     const end = offset + length;
     let cur = offset;
@@ -371,16 +399,21 @@ class PitReader implements PointInTimeReader {
       const gs = g * bs;
       if (s === PARTIAL) {
         const ge = Math.min(gs + bs, map.size, end);
+        if (partialAsOne) {
+          visit(cur, ge - cur, SOURCE_PARTIAL, 0);
+          cur = ge;
+          continue;
+        }
         const part = map.partial.get(g)!;
-        if (part.floor === null) visit(cur, ge - cur, BASE_SOURCE, cur);
-        else if (part.floor.pos < 0) visit(cur, ge - cur, ZERO_SOURCE, 0);
+        if (part.floor === null) visit(cur, ge - cur, SOURCE_BASE, cur);
+        else if (part.floor.pos < 0) visit(cur, ge - cur, SOURCE_ZERO, 0);
         else visit(cur, ge - cur, part.floor.slot, part.floor.pos + (cur - gs));
         for (let i = part.pieces.length - 1; i >= 0; i--) {
           const p = part.pieces[i]!;
           const ps = Math.max(gs + p.start, cur);
           const pe = Math.min(gs + p.end, ge);
           if (pe <= ps) continue;
-          if (p.pos < 0) visit(ps, pe - ps, ZERO_SOURCE, 0);
+          if (p.pos < 0) visit(ps, pe - ps, SOURCE_ZERO, 0);
           else visit(ps, pe - ps, p.slot, p.pos + (ps - gs - p.start));
         }
         cur = ge;
@@ -403,10 +436,60 @@ class PitReader implements PointInTimeReader {
         }
       }
       const n = runEnd - cur;
-      if (s === ZERO) visit(cur, n, ZERO_SOURCE, 0);
-      else if (s === 0) visit(cur, n, BASE_SOURCE, cur);
+      if (s === ZERO) visit(cur, n, SOURCE_ZERO, 0);
+      else if (s === 0) visit(cur, n, SOURCE_BASE, cur);
       else visit(cur, n, s - 1, map.position(g) + (cur - gs));
       cur = runEnd;
+    }
+  }
+
+  async runs(volume: number, visit: (at: number, n: number, src: number, pos: number) => void): Promise<void> {
+    const map = this.checkRange(volume, 0, 0);
+    await this.building;
+    if (!this.ready) throw new DrError('DR_USAGE', 'point-in-time reader already released');
+    const fd = this.baseFds[volume];
+    const bmap = this.baseMaps[volume] ?? null;
+    this.walk(volume, 0, map.size, map, (at, n, src, pos) => {
+      if (src !== SOURCE_BASE) return visit(at, n, src, pos);
+      if (fd === null || fd === undefined) return visit(at, n, SOURCE_ZERO, 0);
+      // regions the base never held data in are zeroes: nothing to read
+      for (let cur = at; cur < at + n;) {
+        const region = Math.floor(cur / REGION);
+        const e = Math.min(at + n, (region + 1) * REGION);
+        if (regionSet(bmap, region)) visit(cur, e - cur, SOURCE_BASE, cur);
+        else visit(cur, e - cur, SOURCE_ZERO, 0);
+        cur = e;
+      }
+    }, true);
+  }
+
+  async readFrom(volume: number, src: number, pos: number, n: number, dst: Buffer): Promise<void> {
+    if (this.released) throw new DrError('DR_USAGE', 'point-in-time reader already released');
+    if (src >= 0) {
+      const slot = this.slots[src]!;
+      const done = await preadFully(slot.fd, dst, n, pos, `cannot read segment ${slot.data}`);
+      if (done !== n) throw new DrError('DR_STORE_CORRUPT', `segment ${slot.data} is shorter than its index says (byte ${pos + done})`);
+      return;
+    }
+    const fd = this.baseFds[volume];
+    if (src !== SOURCE_BASE || fd === null || fd === undefined) {
+      dst.fill(0, 0, n);
+      return;
+    }
+    // the regions the base holds data in are read, the others are zeroes (as readBase)
+    const bmap = this.baseMaps[volume] ?? null;
+    for (let cur = 0; cur < n;) {
+      const abs = pos + cur;
+      const region = Math.floor(abs / REGION);
+      let e = Math.min(n, (region + 1) * REGION - pos);
+      const set = regionSet(bmap, region);
+      while (e < n && regionSet(bmap, Math.floor((pos + e) / REGION)) === set) e = Math.min(n, e + REGION);
+      if (!set) dst.fill(0, cur, e);
+      else {
+        const got = await preadFully(fd, dst.subarray(cur, e), e - cur, abs, `cannot read base image of volume ${this.volumes[volume]!.name}`);
+        if (got < e - cur) dst.fill(0, cur + got, e);
+      }
+      cur = e;
     }
   }
 
@@ -498,6 +581,21 @@ class PitReader implements PointInTimeReader {
     for (const fd of this.baseFds) if (fd !== null) fs.closeSync(fd);
     this.lease.release();
   }
+}
+
+/** Read up to `n` bytes at `pos` into dst on the thread pool (fewer only at end of file); returns how many. */
+function preadFully(fd: number, dst: Buffer, n: number, pos: number, what: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const step = (done: number): void => {
+      if (done >= n) return resolve(done);
+      fs.read(fd, dst, done, n - done, pos + done, (err, got) => {
+        if (err) reject(ioError(err, what));
+        else if (got === 0) resolve(done);
+        else step(done + got);
+      });
+    };
+    step(0);
+  });
 }
 
 export async function openPointInTime(store: JournalStore, seq: number): Promise<PointInTimeReader> {

@@ -1,0 +1,91 @@
+/**
+ * Warming the page cache for a restore in volume order. The newest version of each
+ * block lies anywhere in the journal, so writing a volume in order takes one small
+ * pread per block: about 1.6 us each while the journal is in the page cache, but
+ * ~30 us once the kernel has paged it out (this VM's DAMON does that to files idle for
+ * ~30 s), which made a cold restore IOPS-bound. Reading first, front to back in large
+ * reads, just the parts of each segment (and of the base image) that hold blocks of
+ * the volume brings them in at disk bandwidth; the preads then find them in memory.
+ *
+ * Measured against materialising in source order instead (reading each segment once
+ * and scattering its blocks into the output with positional writes): on ext4 here a
+ * 4 KiB write into a new file costs several times a 4 KiB pread from the page cache
+ * (delayed-allocation bookkeeping per block, writeback of scattered pages), so a
+ * 1 GiB restore from a 1 GiB journal of random writes took 2.3-3.3 s warm and
+ * 3.0-4.5 s cold that way, against 1.3-1.8 s and 2.0-3.1 s with this prefetch.
+ *
+ * The prefetch relies on the page cache keeping what it read until the preads come:
+ * it is skipped (the restore still works, IOPS-bound when cold) when the bytes to read
+ * exceed half of the memory the kernel reports available.
+ */
+import { freemem } from 'node:os';
+import { SOURCE_BASE, SOURCE_PARTIAL, SOURCE_ZERO, type WholeVolumeSource } from '../store/pit.js';
+
+/** size of one sequential read */
+export const PREFETCH_READ = 4 * 1024 * 1024;
+/** window key = source id x KEY_SPAN + window number within the source (sources of up to 2^21 windows) */
+const KEY_SPAN = 2 ** 21;
+
+export interface PrefetchResult {
+  /** bytes read (0 when skipped) */
+  bytes: number;
+  /** bytes that would have been read */
+  needed: number;
+  skipped: boolean;
+}
+
+/**
+ * Read the windows of the source files holding the blocks of `volume` (two reads in
+ * flight on the thread pool, into two reused buffers). `available`: the memory to
+ * compare with (default: what the kernel reports free, page cache that can be dropped included).
+ */
+export async function prefetchVolume(
+  whole: WholeVolumeSource, volume: number, opts: { readSize?: number; signal?: AbortSignal; available?: number } = {},
+): Promise<PrefetchResult> {
+  const readSize = opts.readSize ?? PREFETCH_READ;
+  const windows = await neededWindows(whole, volume, readSize);
+  let needed = 0;
+  for (const w of windows.values()) needed += w[1] - w[0];
+  if (needed === 0 || needed > (opts.available ?? freemem()) / 2) return { bytes: 0, needed, skipped: needed > 0 };
+  const bufs = [Buffer.allocUnsafeSlow(readSize), Buffer.allocUnsafeSlow(readSize)];
+  const inflight: Array<Promise<void>> = [];
+  let n = 0;
+  try {
+    for (const key of [...windows.keys()].sort((a, b) => a - b)) {
+      if (opts.signal?.aborted) throw opts.signal.reason;
+      const [lo, hi] = windows.get(key)!;
+      const id = Math.floor(key / KEY_SPAN);
+      if (inflight.length >= bufs.length) await inflight.shift();
+      const p = whole.readFrom(volume, id === 0 ? SOURCE_BASE : id - 1, lo, hi - lo, bufs[n++ % bufs.length]!);
+      p.catch(() => undefined); // awaited in order
+      inflight.push(p);
+    }
+    while (inflight.length > 0) await inflight.shift();
+  } finally {
+    await Promise.allSettled(inflight);
+  }
+  return { bytes: needed, needed, skipped: false };
+}
+
+/** For each read window of each source (key), the [lo, hi) byte range its blocks of `volume` span. */
+async function neededWindows(whole: WholeVolumeSource, volume: number, readSize: number): Promise<Map<number, [number, number]>> {
+  const windows = new Map<number, [number, number]>();
+  await whole.runs(volume, (_at, n, src, pos) => {
+    if (src === SOURCE_ZERO || src === SOURCE_PARTIAL) return; // partial blocks: a few preads
+    const id = src === SOURCE_BASE ? 0 : src + 1;
+    const end = pos + n;
+    // a run may cross windows: each window gets its part
+    for (let w = Math.floor(pos / readSize); w * readSize < end; w++) {
+      const lo = Math.max(pos, w * readSize);
+      const hi = Math.min(end, (w + 1) * readSize);
+      const key = id * KEY_SPAN + w;
+      const cur = windows.get(key);
+      if (!cur) windows.set(key, [lo, hi]);
+      else {
+        if (lo < cur[0]) cur[0] = lo;
+        if (hi > cur[1]) cur[1] = hi;
+      }
+    }
+  });
+  return windows;
+}
