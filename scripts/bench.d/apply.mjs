@@ -5,20 +5,21 @@
 //   2. the same writes in a shuffled order (dd still writes in order: its time is the same)
 //   3. writes in order with a FLUSH record every 64 MiB (dr-apply fdatasyncs and records its
 //      state at each one; dd still syncs once)
-// Each pair runs BENCH_ROUNDS times (default 2) interleaved, best time counts; inputs are
-// read once first so both read from the page cache. Peak memory via /usr/bin/time -f %M.
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, openSync, writeSync, closeSync, rmSync, readFileSync } from 'node:fs';
+// Fairness: the two sides alternate (AB, BA, ...), BENCH_ROUNDS (default 3) runs each; right
+// before every run of either the last target is deleted and both inputs are read into the page
+// cache; the MEDIAN wall time of each side counts (ratio of the medians; every run's time is in
+// the note). Peak memory via /usr/bin/time -f %M.
+import { mkdtempSync, openSync, writeSync, closeSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StreamWriter } from '../../dist/format/codec.js';
-import { faster, must, timed, streamFile } from '../lib/bench.mjs';
+import { alternate, median, must, spread, timed, streamFile, warm } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const KiB64 = 64 * 1024;
 const size = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
-const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const root = new URL('../../', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'drkit-bench-apply-'));
 
@@ -76,21 +77,22 @@ try {
   for (const c of cases) {
     const stream = join(dir, 'stream.drj');
     writeStream(stream, c.order, c.flushEvery);
-    must('sh', ['-c', `cat ${stream} ${raw} > /dev/null`]);
-    let best = null;
-    let bestDd = null;
-    for (let r = 0; r < rounds; r++) {
-      fresh(target);
-      const a = timed(join(root, 'bin/dr-apply'), ['--target', target, '-q'], { stdinPath: stream });
-      best = faster(best, a);
-      fresh(target);
-      const d = timed('dd', [`if=${raw}`, `of=${target}`, 'bs=64K', 'conv=fsync', 'status=none']);
-      bestDd = faster(bestDd, d);
-    }
+    const runs = alternate(rounds, {
+      prepare: () => {
+        fresh(target);
+        warm(stream, raw);
+      },
+      drkit: () => timed(join(root, 'bin/dr-apply'), ['--target', target, '-q'], { stdinPath: stream }),
+      peer: () => timed('dd', [`if=${raw}`, `of=${target}`, 'bs=64K', 'conv=fsync', 'status=none']),
+    });
+    fresh(target);
+    const d = median(runs.drkit);
+    const p = median(runs.peer);
     console.log(JSON.stringify({
-      area: 'apply', name: c.name, drkit_s: Number(best.s.toFixed(3)), peer: 'dd bs=64K conv=fsync', peer_s: Number(bestDd.s.toFixed(3)),
-      ratio: Number((bestDd.s / best.s).toFixed(3)), higher_is_better: true, drkit_peak_mib: best.peak, bytes: size,
-      note: `best of ${rounds}; target is a new file on ${tmpdir()}; stream read from a file on standard input; CPU (user+sys) drkit ${best.cpu.toFixed(2)} s, dd ${bestDd.cpu.toFixed(2)} s`,
+      area: 'apply', name: c.name, drkit_s: Number(d.s.toFixed(3)), peer: 'dd bs=64K conv=fsync', peer_s: Number(p.s.toFixed(3)),
+      ratio: Number((p.s / d.s).toFixed(3)), higher_is_better: true, drkit_peak_mib: Math.max(...runs.drkit.map((r) => r.peak)), bytes: size,
+      note: `median of ${rounds} alternating runs each (dr-apply ${spread(runs.drkit)} s, dd ${spread(runs.peer)} s); target deleted and inputs read into the page cache before every run; `
+        + `target is a new file on ${tmpdir()}; stream read from a file on standard input; CPU (user+sys) of the medians drkit ${d.cpu.toFixed(2)} s, dd ${p.cpu.toFixed(2)} s`,
     }));
     rmSync(stream, { force: true });
   }
