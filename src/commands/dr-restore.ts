@@ -198,7 +198,8 @@ function progressFor(ctx: Context, total: number, what: string): { progress: Ret
 function logPrefetch(ctx: Context): RestoreOptions['onPrefetch'] {
   return (vol, r) => ctx.log.debug(r.skipped
     ? `${vol.name}: no prefetch: the ${formatBytes(r.needed)} of the journal it needs exceed half the available memory`
-    : `${vol.name}: prefetched ${formatBytes(r.bytes)} of the journal in large reads`);
+    : `${vol.name}: prefetched ${formatBytes(r.bytes)} of the ${formatBytes(r.needed)} of the journal it needs in large reads`
+      + `${r.bytes < r.needed ? ' (the rest found in memory)' : ''} in ${formatDuration(r.seconds * 1000)}`);
 }
 
 async function restoreOne(store: JournalStore, point: RestorePoint, args: RestoreArgs, ctx: Context, plan: RestoreOptions): Promise<number> {

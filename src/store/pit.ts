@@ -63,6 +63,8 @@ export interface WholeVolumeSource {
   runs(volume: number, visit: (at: number, n: number, src: number, pos: number) => void): Promise<void>;
   /** `n` bytes of source `src` (a segment or SOURCE_BASE) at `pos` into dst (on the thread pool) */
   readFrom(volume: number, src: number, pos: number, n: number, dst: Buffer): Promise<void>;
+  /** the same, on this thread (short reads: e.g. a timed probe of one page) */
+  readFromSync(volume: number, src: number, pos: number, n: number, dst: Buffer): void;
 }
 
 const CHUNK_BITS = 16;
@@ -491,6 +493,13 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
       }
       cur = e;
     }
+  }
+
+  readFromSync(volume: number, src: number, pos: number, n: number, dst: Buffer): void {
+    if (this.released) throw new DrError('DR_USAGE', 'point-in-time reader already released');
+    if (src >= 0) this.pread(this.slots[src]!, pos, n, dst, 0);
+    else if (src === SOURCE_BASE) this.readBase(volume, pos, dst.subarray(0, n));
+    else dst.fill(0, 0, n);
   }
 
   /** `n` bytes of the slot's segment at `pos` into dst[at..] */
