@@ -13,6 +13,7 @@ import {
   listRestorePoints, resolveRestorePoint, selectOneVolume, selectVolumes, type RestorePoint, type RestorePointList,
 } from '../image/restore-point.js';
 import { readPlan } from '../image/restore-ranges.js';
+import { offloadedReader } from '../image/restore-preads.js';
 import { serveRestorePoints } from '../image/restore-serve.js';
 import { writeGroupTar } from '../image/restore-tar.js';
 
@@ -158,9 +159,17 @@ async function restore(args: RestoreArgs, ctx: Context): Promise<number> {
 const PARALLEL_MIN = 32 * 1024 * 1024;
 
 /** The point's reader; with jobs > 1 its reads run on worker threads (release() releases both). */
-async function openReader(store: JournalStore, point: RestorePoint, jobs: number): Promise<PointInTimeReader> {
+async function openReader(store: JournalStore, point: RestorePoint, bytes: number, requested: number): Promise<PointInTimeReader> {
+  const jobs = bytes < PARALLEL_MIN ? 1 : requested;
   const main = await store.pointInTime(point.seq);
-  if (jobs <= 1) return main;
+  if (jobs <= 1) {
+    if (bytes < PARALLEL_MIN) return main;
+    // the per-block preads on one thread of their own, the block map staying here
+    return offloadedReader(main).catch(async (err) => {
+      await main.release();
+      throw err;
+    });
+  }
   try {
     const par = await parallelReader(main, store.dir, jobs);
     // a store being fetched from an s3:// archive: the worker threads' reads wait for their bytes too
@@ -208,7 +217,7 @@ async function restoreOne(store: JournalStore, point: RestorePoint, args: Restor
   if (toStdout && process.stdout.isTTY) throw new DrError('DR_USAGE', 'refusing to write a volume image to a terminal: redirect standard output or use --out FILE');
   if (toStdout && ctx.json) throw new DrError('DR_USAGE', '--json writes to standard output, which --out - uses for the image');
   if (!toStdout) await checkOutput(args.out!, Boolean(args.force)); // refuse before opening anything
-  const reader = await openReader(store, point, vol.size < PARALLEL_MIN ? 1 : args.jobs);
+  const reader = await openReader(store, point, vol.size, args.jobs);
   const { progress, onProgress } = progressFor(ctx, vol.size, vol.name);
   try {
     const opts = { ...plan, onProgress, onPrefetch: logPrefetch(ctx) };
@@ -241,7 +250,7 @@ async function tarGroup(store: JournalStore, point: RestorePoint, args: RestoreA
   if (file === null && ctx.json) throw new DrError('DR_USAGE', '--json writes to standard output, which --tar uses for the tar: name a file with --tar FILE');
   const kind = file === null ? null : await checkOutput(file, Boolean(args.force));
   const total = vols.reduce((n, v) => n + v.size, 0);
-  const reader = await openReader(store, point, total < PARALLEL_MIN ? 1 : args.jobs);
+  const reader = await openReader(store, point, total, args.jobs);
   const { progress, onProgress } = progressFor(ctx, total, 'tar');
   const started = process.hrtime.bigint();
   try {

@@ -115,7 +115,8 @@ export async function* volumePieces(reader: PointInTimeReader, volume: number, s
     return buf ? { ...q.piece, data, done: () => free.push(buf) } : { ...q.piece, data };
   };
   const enqueueRead = (offset: number, length: number): void => {
-    const buf = opts.recycle ? free.pop() ?? Buffer.allocUnsafeSlow(chunk) : undefined;
+    // shared memory: a reader may have another thread read into it (restore-preads.ts)
+    const buf = opts.recycle ? free.pop() ?? Buffer.from(new SharedArrayBuffer(chunk)) : undefined;
     const read = reader.read(volume, offset, length, buf);
     read.catch(() => undefined); // awaited in order by take(); avoid an unhandled rejection if we stop early
     queue.push({ piece: { offset, length, data: null }, read, buf });

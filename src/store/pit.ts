@@ -65,7 +65,18 @@ export interface WholeVolumeSource {
   readFrom(volume: number, src: number, pos: number, n: number, dst: Buffer): Promise<void>;
   /** the same, on this thread (short reads: e.g. a timed probe of one page) */
   readFromSync(volume: number, src: number, pos: number, n: number, dst: Buffer): void;
+  /**
+   * A read of [offset, offset+length) as positional reads for another thread to
+   * perform (the descriptors are the process's): rows of READ_OP_FIELDS numbers
+   * [file (an index into readFiles(), -1: zeroes), pos, n, at (offset in the destination)],
+   * to be done in order (a later row may overwrite part of an earlier one).
+   */
+  readOps(volume: number, offset: number, length: number): Promise<Float64Array>;
+  /** the files of readOps(): descriptor, name, and whether a short read means zeroes (a base image) or a damaged file */
+  readFiles(): Array<{ fd: number; name: string; zeroesPastEnd: boolean }>;
 }
+
+export const READ_OP_FIELDS = 4;
 
 const CHUNK_BITS = 16;
 const CHUNK = 1 << CHUNK_BITS;
@@ -500,6 +511,32 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
     if (src >= 0) this.pread(this.slots[src]!, pos, n, dst, 0);
     else if (src === SOURCE_BASE) this.readBase(volume, pos, dst.subarray(0, n));
     else dst.fill(0, 0, n);
+  }
+
+  async readOps(volume: number, offset: number, length: number): Promise<Float64Array> {
+    const checked = this.checkRange(volume, offset, length);
+    if (!this.ready) await Promise.race([this.building, new Promise((resolve) => setImmediate(resolve))]);
+    const map = this.ready ? checked : this.resolveEarly(volume, offset, length);
+    const bmap = this.baseMaps[volume] ?? null;
+    const baseFile = this.baseFds[volume] === null || this.baseFds[volume] === undefined ? -1 : this.slots.length + volume;
+    const ops: number[] = [];
+    this.walk(volume, offset, length, map, (at, n, src, pos) => {
+      if (src >= 0) return void ops.push(src, pos, n, at - offset);
+      if (src === SOURCE_ZERO || baseFile < 0) return void ops.push(-1, 0, n, at - offset);
+      for (let cur = pos; cur < pos + n;) { // the base: regions it never held data in are zeroes
+        const region = Math.floor(cur / REGION);
+        const e = Math.min(pos + n, (region + 1) * REGION);
+        ops.push(regionSet(bmap, region) ? baseFile : -1, cur, e - cur, at - offset + (cur - pos));
+        cur = e;
+      }
+    });
+    return Float64Array.from(ops);
+  }
+
+  readFiles(): Array<{ fd: number; name: string; zeroesPastEnd: boolean }> {
+    const files = this.slots.map((s) => ({ fd: s.fd, name: `segment ${s.data}`, zeroesPastEnd: false }));
+    this.volumes.forEach((v, i) => files.push({ fd: this.baseFds[i] ?? -1, name: `base image of volume ${v.name}`, zeroesPastEnd: true }));
+    return files;
   }
 
   /** `n` bytes of the slot's segment at `pos` into dst[at..] */

@@ -76,3 +76,15 @@ t.test('zero blocks stay holes; data written after a ZERO is there', async (t) =
   t.ok(got.equals(want), 'the bytes');
   t.ok(fs.statSync(out).blocks * 512 <= 64 * 1024, `${fs.statSync(out).blocks * 512} bytes allocated: the rest are holes`);
 });
+
+t.test('a volume of 32 MiB or more: the per-block reads run on a thread of their own', async (t) => {
+  const { dir, work, w } = await buildStore(t, { seed: 4242, records: 400, markEvery: 100, maxWrite: 256 * 1024, volumes: [{ name: 'big', size: 40 << 20, blockSize: 4096 }] }, { segmentSize: '1M' });
+  for (const m of w.marks) {
+    const out = path.join(work, `${m.name}.img`);
+    evict(dir);
+    const r = await run('dr-restore', [dir, '--at', `mark:${m.name}`, '--out', out, '--buffer', '1M']);
+    t.equal(r.code, 0, r.stderr);
+    t.ok(fs.readFileSync(out).equals(m.images[0]!), `mark ${m.name} equals the reference`);
+    fs.rmSync(out);
+  }
+});

@@ -1,0 +1,52 @@
+/**
+ * Worker thread of restore-preads.ts: performs the positional reads of a chunk
+ * (PointInTimeReader.whole.readOps rows) into the main thread's shared chunk buffer
+ * and answers {id} when done, or {id, error}.
+ */
+import { readSync } from 'node:fs';
+import { parentPort, workerData } from 'node:worker_threads';
+
+interface Job { id: number; ops: Float64Array; buf: SharedArrayBuffer; offset: number; length: number }
+const files = (workerData as { files: Array<{ fd: number; name: string; zeroesPastEnd: boolean }> }).files;
+const port = parentPort!;
+const FIELDS = 4;
+
+function perform(job: Job): void {
+  const dst = Buffer.from(job.buf, job.offset, job.length);
+  const ops = job.ops;
+  for (let r = 0; r < ops.length; r += FIELDS) {
+    const file = ops[r]!;
+    const pos = ops[r + 1]!;
+    const n = ops[r + 2]!;
+    const at = ops[r + 3]!;
+    if (file < 0) {
+      dst.fill(0, at, at + n);
+      continue;
+    }
+    const f = files[file]!;
+    let done = 0;
+    while (done < n) {
+      let got: number;
+      try {
+        got = readSync(f.fd, dst, at + done, n - done, pos + done);
+      } catch (err) {
+        throw Object.assign(new Error(`cannot read ${f.name}: ${(err as Error).message}`), { code: 'DR_IO' });
+      }
+      if (got === 0) break;
+      done += got;
+    }
+    if (done < n) {
+      if (f.zeroesPastEnd) dst.fill(0, at + done, at + n);
+      else throw Object.assign(new Error(`${f.name} is shorter than its index says (byte ${pos + done})`), { code: 'DR_STORE_CORRUPT' });
+    }
+  }
+}
+
+port.on('message', (job: Job) => {
+  try {
+    perform(job);
+    port.postMessage({ id: job.id });
+  } catch (err) {
+    port.postMessage({ id: job.id, error: { code: (err as { code?: string }).code, message: (err as Error).message } });
+  }
+});
