@@ -4,10 +4,11 @@ import { closeSync, createReadStream, fstatSync, openSync } from 'node:fs';
 import { runCli, type CommonArgs, type Context } from '../cli/main.js';
 import { formatBytes, formatMicros, parseDuration, parseSize, parseTime } from '../cli/units.js';
 import { DrError, EXIT, fromSystemError } from '../errors.js';
-import { StreamParser, nowMicros, type StreamItem } from '../format/codec.js';
+import { nowMicros } from '../format/codec.js';
 import { CheckedFileReader, type CheckedChunk } from '../format/checked-reader.js';
-import { MARK_KINDS, idToString, newId, type MarkKind, type StreamHeader } from '../format/layout.js';
+import { MARK_KINDS, idToString, newId, type MarkKind } from '../format/layout.js';
 import { JournalStore, prune } from '../store/index.js';
+import { StreamIngest } from '../store/ingest.js';
 import { isArchiveUrl } from '../archive/url.js';
 import { register as registerArchive, printArchivedGroups } from './journal-archive.js';
 
@@ -173,6 +174,8 @@ interface AppendInput {
   chunks: AsyncIterable<Buffer | CheckedChunk>;
   name: string;
   release: (() => void) | null;
+  /** end the chunks early (after a failure found between them) */
+  stop(): void;
   close(): Promise<void>;
 }
 
@@ -205,7 +208,7 @@ function openAppendInput(file: string, signal: AbortSignal): AppendInput {
   if (!regular) {
     const stream = fd === 0 ? process.stdin : createReadStream('', { fd, autoClose: false });
     signal.addEventListener('abort', () => stream.destroy(), { once: true });
-    return { chunks: stream, name, release: null, close: async () => closeFd() };
+    return { chunks: stream, name, release: null, stop: () => stream.destroy(), close: async () => closeFd() };
   }
   const reader = new CheckedFileReader(fd, name, 1 << 20, 4);
   signal.addEventListener('abort', () => void reader.close(), { once: true });
@@ -213,6 +216,7 @@ function openAppendInput(file: string, signal: AbortSignal): AppendInput {
     chunks: reader.chunks(),
     name,
     release: () => reader.release(),
+    stop: () => void reader.close(),
     close: async () => {
       await reader.close();
       closeFd();
@@ -235,12 +239,6 @@ async function appendFrom(input: AppendInput, args: DirArgs, ctx: Context, segme
   const app = await store.appender();
   // a stop signal ends the input: what was received is stored and synced, then exit 3
   ctx.handlesStop();
-  const parser = new StreamParser();
-  let header: StreamHeader | null = null;
-  let begun = false;
-  let appended = 0;
-  let skipped = 0;
-  let firstAppended: number | null = null;
   let failure: unknown = null;
   // Group commit: every FLUSH/MARK is followed by an fdatasync that starts after it was
   // written; while one runs, the input keeps flowing and the next sync covers all that came.
@@ -266,73 +264,30 @@ async function appendFrom(input: AppendInput, args: DirArgs, ctx: Context, segme
       },
     );
   };
-  // The input bytes of each record, so the appender stores them as received (CRCs checked
-  // by the parser), without a copy: the appender writes them out (on the thread pool)
-  // while the next chunk is decoded, and the loop waits for that before appending again.
-  const items: StreamItem[] = [];
-  const raws: Buffer[] = [];
-  const handle = (): void => {
-    let needSync = false;
-    for (let i = 0; i < items.length; i++) {
-      const item = items[i]!;
-      if (item.type === 'header') header = item;
-      else if (item.type !== 'volume' && item.type !== 'end') {
-        if (!begun) {
-          app.begin(header!, parser.volumes);
-          begun = true;
-        }
-        if (app.appendBorrowed(item, raws[i]!)) {
-          appended++;
-          firstAppended ??= item.seq;
-          if (item.type === 'flush' || item.type === 'mark') needSync = true;
-        } else skipped++;
-      }
-    }
-    if (needSync) requestSync();
-    if (syncError) throw syncError;
-  };
-  let writing: Promise<void> = Promise.resolve();
+  const ingest = new StreamIngest(app, {
+    onPoint: requestSync,
+    onError: (err) => {
+      syncError ??= err;
+      input.stop();
+    },
+  });
   try {
     let held = false;
     for await (const c of input.chunks) {
-      let chunk: Buffer;
-      if (Buffer.isBuffer(c)) chunk = c;
-      else {
-        chunk = c.chunk;
-        parser.trustChecksumsBelow(c.verifiedEnd);
-      }
-      items.length = 0;
-      raws.length = 0;
-      let bad: unknown = null;
-      try {
-        parser.push(chunk, items, raws);
-      } catch (err) {
-        bad = err;
-      }
-      // the parser copies its incomplete record: the chunk's memory is read into again once released
-      if (input.release) parser.detach();
-      await writing;
+      const checked = !Buffer.isBuffer(c);
+      await ingest.push(checked ? c.chunk : c, { verifiedEnd: checked ? c.verifiedEnd : undefined, reused: input.release !== null });
       if (held) input.release!(); // the chunk before this one is written
       held = input.release !== null;
-      handle();
-      writing = app.writeOut();
-      writing.catch(() => undefined); // awaited with the next chunk or after the input
-      if (bad) throw bad;
+      if (syncError) throw syncError;
       if (ctx.signal.aborted) throw new DrError('DR_INTERRUPTED', `interrupted: stored up to seq ${app.nextSeq - 1}`);
     }
-    await writing;
-    if (!begun && header) {
-      app.begin(header, parser.volumes);
-      begun = true;
-    }
-    parser.finish();
+    if (syncError) throw syncError;
+    await ingest.finish();
     while (syncing) await syncing;
     if (syncError) throw syncError;
   } catch (err) {
     failure = err;
   }
-  items.length = 0;
-  raws.length = 0;
   while (syncing) await syncing;
   if (ctx.signal.aborted) failure = new DrError('DR_INTERRUPTED', `interrupted: stored up to seq ${app.nextSeq - 1}`);
   try {
@@ -347,6 +302,7 @@ async function appendFrom(input: AppendInput, args: DirArgs, ctx: Context, segme
     }
     throw failure;
   }
+  const { appended, skipped, firstAppended } = ingest;
   const summary = { appended, skipped, firstSeq: firstAppended, lastSeq: app.nextSeq - 1, durableSeq: durable };
   if (ctx.json) ctx.emit(summary);
   ctx.log.info(`appended ${appended} record(s)${appended ? ` (seq ${firstAppended}..${app.nextSeq - 1})` : ''}, skipped ${skipped} already stored; durable up to seq ${durable}`);

@@ -7,12 +7,10 @@
  */
 import type { Readable, Writable } from 'node:stream';
 import { DrError, fromSystemError } from '../errors.js';
-import { StreamParser, type StreamItem } from '../format/codec.js';
-import type { StreamHeader, VolumeRecord } from '../format/layout.js';
 import { JournalStore, type Appender } from '../store/index.js';
+import { StreamIngest } from '../store/ingest.js';
 import type { Logger } from '../cli/log.js';
 import { FrameDecoder } from './compress.js';
-import { RecordFramer, type FramedItem } from './framer.js';
 import { MAX_LINE, formatAck, formatError, formatHello, parseReply } from './protocol.js';
 
 /** sync (and acknowledge) at least this often while data flows */
@@ -65,80 +63,60 @@ export async function receive(dir: string, io: { input: Readable; output: Writab
 }
 
 async function session(appender: Appender, input: Readable, say: (l: string) => void, log: Logger, start: number): Promise<ReceiveResult> {
-  const result: ReceiveResult = { complete: false, firstSeq: start + 1, lastSeq: start, records: 0, bytes: 0 };
-  let line: Buffer[] | null = [];
+  let line = [] as Buffer[] | null;
   let lineBytes = 0;
-  let decoder: FrameDecoder | null = null;
-  const framer = new RecordFramer();
-  const parser = new StreamParser();
-  const parsed: StreamItem[] = [];
-  const framed: FramedItem[] = [];
-  let header: StreamHeader | null = null;
-  const volumes: VolumeRecord[] = [];
-  let begun = false;
-    let unsynced = 0;
-  let lastSync = Date.now();
+  let decoder = null as FrameDecoder | null;
+  const ingest = new StreamIngest(appender, {
+    onHeader: (h) => {
+      if (h.firstSeq !== start + 1) {
+        throw new DrError('DR_SEQ_GAP', `the sender's stream starts at seq ${h.firstSeq}, but this store's last seq is ${start}`);
+      }
+    },
+    onError: (err) => failLater(err),
+  });
+  const result = (): ReceiveResult => ({
+    complete: ingest.ended, firstSeq: start + 1, lastSeq: Math.max(start, ingest.lastSeq), records: ingest.appended + ingest.skipped, bytes: ingest.bytes,
+  });
+
+  // Syncs run alongside the input (one at a time), each followed by an ack of what it made durable.
   let ackedSeq = start;
-
-  const begin = () => {
-    if (begun) return;
-    if (!header) throw new DrError('DR_TRUNCATED', 'stream without header');
-    appender.begin(header, volumes);
-    begun = true;
+  let lastSync = Date.now();
+  let syncedBytes = 0;
+  let syncing: Promise<void> | null = null;
+  /** a failure found while the input loop waits for data: ends the loop (the input is destroyed) */
+  let failure: DrError | null = null;
+  const failLater = (err: unknown): void => {
+    failure ??= fromSystemError(err, 'receiving');
+    input.destroy();
   };
-
-  const consume = (raw: Buffer) => {
-    framer.push(raw, framed);
-    // The framer gives each record's raw bytes; the parser checks them and decodes.
-    for (const it of framed) {
-      if (it.kind === 'header') {
-        if (it.header.firstSeq !== start + 1) {
-          throw new DrError('DR_SEQ_GAP', `the sender's stream starts at seq ${it.header.firstSeq}, but this store's last seq is ${start}`);
+  const startSync = (): void => {
+    if (syncing || failure || ingest.bytes === syncedBytes) return;
+    syncedBytes = ingest.bytes;
+    syncing = appender.sync().then(
+      () => {
+        lastSync = Date.now();
+        if (appender.durableSeq > ackedSeq) {
+          ackedSeq = appender.durableSeq;
+          say(formatAck(ackedSeq));
         }
-        parser.push(it.bytes, parsed);
-      } else {
-        for (const p of it.record.parts) parser.push(p, parsed);
-      }
-      for (const item of parsed) {
-        if (item.type === 'header') header = item;
-        else if (item.type === 'volume') volumes.push(item);
-        else if (item.type === 'end') {
-          begin();
-          result.complete = true;
-        } else if (it.kind === 'record') {
-          begin();
-          try {
-            appender.append(item, it.record.parts);
-          } catch (err) {
-            throw fromSystemError(err, `appending seq ${item.seq}`);
-          }
-          result.lastSeq = item.seq;
-          result.records++;
-          result.bytes += it.record.length;
-          unsynced += it.record.length;
-        }
-      }
-      parsed.length = 0;
-    }
-    framed.length = 0;
+      },
+      (err: unknown) => failLater(fromSystemError(err, 'syncing the journal store')),
+    ).finally(() => {
+      syncing = null;
+    });
+  };
+  const settle = async (): Promise<void> => {
+    while (syncing) await syncing;
+    if (failure) throw failure;
+  };
+  // input that goes quiet is made durable (and acknowledged) soon after
+  let idleTimer: NodeJS.Timeout | null = null;
+  const quiet = (): void => {
+    idleTimer = null;
+    ingest.flush().then(startSync, failLater);
   };
 
-  const sync = async () => {
-    if (appender.durableSeq >= result.lastSeq && unsynced === 0) return;
-    unsynced = 0;
-    try {
-      await appender.sync();
-    } catch (err) {
-      throw fromSystemError(err, 'syncing the journal store');
-    }
-    lastSync = Date.now();
-    if (appender.durableSeq > ackedSeq) {
-      ackedSeq = appender.durableSeq;
-      say(formatAck(ackedSeq));
-    }
-  };
-
-  const onBytes = (chunk: Buffer) => {
+  const onBytes = async (chunk: Buffer): Promise<void> => {
     if (line) {
       const nl = chunk.indexOf(0x0a);
       if (nl < 0) {
@@ -157,83 +135,36 @@ async function session(appender: Appender, input: Readable, say: (l: string) => 
       chunk = chunk.subarray(nl + 1);
       if (chunk.length === 0) return;
     }
-    if (decoder) for (const raw of decoder.push(chunk)) consume(raw);
-    else consume(chunk);
+    if (decoder) for (const raw of decoder.push(chunk)) await ingest.push(raw);
+    else await ingest.push(chunk);
   };
 
-  // Input is appended as it arrives; syncs run alongside (one at a time), each
-  // followed by an ack of what it made durable.
-  await new Promise<void>((resolve, reject) => {
-    let syncing = false;
-    let ended = false;
-    let failed = false;
-    let idleTimer: NodeJS.Timeout | null = null;
-    const fail = (err: unknown) => {
-      if (failed) return;
-      failed = true;
-      if (idleTimer) clearTimeout(idleTimer);
-      input.off('data', onData);
-      input.pause();
-      reject(err);
-    };
-    const startSync = () => {
-      if (syncing || failed) return;
-      if (idleTimer) {
-        clearTimeout(idleTimer);
-        idleTimer = null;
-      }
-      syncing = true;
-      sync().then(() => {
-        syncing = false;
-        if (ended) finish();
-        else if (unsynced >= SYNC_BYTES) startSync();
-        else armIdle();
-      }, fail);
-    };
-    const armIdle = () => {
-      if (idleTimer || syncing || unsynced === 0) return;
-      idleTimer = setTimeout(() => {
-        idleTimer = null;
-        startSync();
-      }, IDLE_MS);
-    };
-    const finish = () => {
-      if (syncing || failed) return;
-      syncing = true;
-      sync().then(() => {
-        if (!result.complete) {
-          const nothingSent = framer.header === null && framer.pendingBytes === 0 && (!decoder || decoder.pendingBytes === 0);
-          if (line && lineBytes > 0) return fail(new DrError('DR_TRUNCATED', 'the sender closed the connection in the middle of its protocol line'));
-          if (nothingSent) {
-            result.complete = true; // the sender had nothing to send
-            return resolve();
-          }
-          return fail(
-            new DrError('DR_TRUNCATED', `the connection closed before the END of the stream; kept seq ${result.firstSeq}..${result.lastSeq} (${result.records} records), the sender resumes after seq ${result.lastSeq}`, { lastGoodSeq: result.lastSeq }),
-          );
-        }
-        resolve();
-      }, fail);
-    };
-    const onData = (chunk: Buffer) => {
-      try {
-        onBytes(chunk);
-      } catch (err) {
-        fail(err);
-        return;
-      }
-      if (unsynced >= SYNC_BYTES || (unsynced > 0 && Date.now() - lastSync >= SYNC_MS)) startSync();
-      else armIdle();
-    };
-    input.on('data', onData);
-    input.on('end', () => {
-      ended = true;
+  try {
+    for await (const chunk of input) {
       if (idleTimer) clearTimeout(idleTimer);
       idleTimer = null;
-      finish();
-    });
-    input.on('error', (err) => fail(new DrError('DR_IO', `reading standard input: ${err.message}`)));
-  });
-  if (!result.complete) throw new DrError('DR_TRUNCATED', 'stream incomplete');
-  return result;
+      await onBytes(chunk as Buffer);
+      if (failure) throw failure;
+      if (ingest.bytes - syncedBytes >= SYNC_BYTES || (ingest.bytes > syncedBytes && Date.now() - lastSync >= SYNC_MS)) startSync();
+      else idleTimer = setTimeout(quiet, IDLE_MS);
+    }
+  } catch (err) {
+    if (idleTimer) clearTimeout(idleTimer);
+    if (failure) throw failure;
+    throw err instanceof DrError ? err : new DrError('DR_IO', `reading standard input: ${(err as Error).message}`);
+  }
+  if (idleTimer) clearTimeout(idleTimer);
+  if (failure) throw failure;
+  if (line && lineBytes > 0) throw new DrError('DR_TRUNCATED', 'the sender closed the connection in the middle of its protocol line');
+  await ingest.written();
+  await settle();
+  startSync();
+  await settle();
+  const r = result();
+  if (!r.complete) {
+    const nothingSent = ingest.parser.header === null && ingest.parser.pendingBytes === 0 && (!decoder || decoder.pendingBytes === 0);
+    if (nothingSent) return { ...r, complete: true }; // the sender had nothing to send
+    throw new DrError('DR_TRUNCATED', `the connection closed before the END of the stream; kept seq ${r.firstSeq}..${r.lastSeq} (${r.records} records), the sender resumes after seq ${r.lastSeq}`, { lastGoodSeq: r.lastSeq });
+  }
+  return r;
 }
