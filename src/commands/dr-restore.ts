@@ -86,7 +86,7 @@ export function main(argv: string[]): Promise<number> {
           .option('writable', { type: 'boolean', description: 'with --serve: accept writes into a copy-on-write overlay (the store is never written)' })
           .option('overlay', { type: 'string', description: 'with --writable: directory keeping the overlay files (default: a temporary one, removed at exit)' })
           .option('buffer', { type: 'string', default: '16M', description: 'memory for data being read and written when restoring a file or tar' })
-          .option('jobs', { type: 'number', default: 1, description: 'threads reading the journal when restoring a file or tar (1: no worker threads; more only pays with spare cores)' })
+          .option('jobs', { type: 'number', default: 1, description: 'threads reading the journal when restoring a file or tar (1: one read thread for a file of 32 MiB or more, fed by the main block map; more: workers with block maps of their own, only pays with spare cores)' })
           .option('endpoint', { type: 'string', description: 'with an s3:// location: S3 endpoint URL (default: AWS_ENDPOINT_URL, else AWS)' })
           .option('region', { type: 'string', description: 'with an s3:// location: S3 region (default: AWS_REGION)' })
           .example('$0 /srv/journal --at mark:before-upgrade --out db.img', 'the volume as of a mark, as a sparse file')
