@@ -52,8 +52,6 @@ export const SOURCE_PARTIAL = -3;
  * sequential reads instead of one pread per block in volume order.
  */
 export interface WholeVolumeSource {
-  /** how many segment sources there are (src 0..count-1) */
-  readonly segments: number;
   /**
    * visit(at, n, src, pos) for the whole volume in volume order, once the block map is
    * complete: src >= 0 is segment src (pos: position in it), SOURCE_BASE the base image
@@ -180,10 +178,6 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
   private ready = false;
   building: Promise<void> = Promise.resolve();
   readonly whole: WholeVolumeSource = this;
-
-  get segments(): number {
-    return this.slots.length;
-  }
 
   constructor(private readonly store: JournalStore, readonly seq: number, readonly time: number) {
     this.volumes = store.volumes.map((v) => ({ ...v }));
