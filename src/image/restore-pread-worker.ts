@@ -3,8 +3,8 @@
  * (PointInTimeReader.whole.readOps rows) into the main thread's shared chunk buffer
  * and answers {id} when done, or {id, error}.
  */
-import { readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
+import { preadSync } from '../store/files.js';
 
 interface Job { id: number; ops: Float64Array; buf: SharedArrayBuffer; offset: number; length: number }
 const files = (workerData as { files: Array<{ fd: number; name: string; zeroesPastEnd: boolean }> }).files;
@@ -24,16 +24,11 @@ function perform(job: Job): void {
       continue;
     }
     const f = files[file]!;
-    let done = 0;
-    while (done < n) {
-      let got: number;
-      try {
-        got = readSync(f.fd, dst, at + done, n - done, pos + done);
-      } catch (err) {
-        throw Object.assign(new Error(`cannot read ${f.name}: ${(err as Error).message}`), { code: 'DR_IO' });
-      }
-      if (got === 0) break;
-      done += got;
+    let done: number;
+    try {
+      done = preadSync(f.fd, n, pos, dst.subarray(at, at + n)).length;
+    } catch (err) {
+      throw Object.assign(new Error(`cannot read ${f.name}: ${(err as Error).message}`), { code: 'DR_IO' });
     }
     if (done < n) {
       if (f.zeroesPastEnd) dst.fill(0, at + done, at + n);

@@ -38,6 +38,23 @@ export function regionSet(map: Uint8Array | null, region: number): boolean {
   return ((map[region >> 3] ?? 0) & (1 << (region & 7))) !== 0;
 }
 
+/**
+ * Split [pos, pos+n) of a volume into runs of regions the base image holds data in
+ * (held) or not (zeroes, nothing to read): visit(start, end, held), in order, adjacent
+ * regions of the same kind merged.
+ */
+export function baseRegionRuns(map: Uint8Array | null, pos: number, n: number, visit: (start: number, end: number, held: boolean) => void): void {
+  const end = pos + n;
+  let cur = pos;
+  while (cur < end) {
+    const held = regionSet(map, Math.floor(cur / REGION));
+    let e = Math.min(end, (Math.floor(cur / REGION) + 1) * REGION);
+    while (e < end && regionSet(map, Math.floor(e / REGION)) === held) e = Math.min(end, e + REGION);
+    visit(cur, e, held);
+    cur = e;
+  }
+}
+
 export function setRegions(map: Uint8Array, offset: number, length: number): void {
   if (length <= 0) return;
   const r0 = Math.floor(offset / REGION);

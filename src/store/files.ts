@@ -70,6 +70,21 @@ export async function writeFileDurableAsync(file: string, parts: Buffer[]): Prom
   }
 }
 
+/** preadSync() on the thread pool. */
+export function preadAll(fd: number, length: number, position: number, into: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const step = (done: number): void => {
+      if (done >= length) return resolve(into.subarray(0, done));
+      fs.read(fd, into, done, length - done, position + done, (err, got) => {
+        if (err) reject(err);
+        else if (got === 0) resolve(into.subarray(0, done));
+        else step(done + got);
+      });
+    };
+    step(0);
+  });
+}
+
 /** Read exactly `length` bytes at `position` (fewer only at end of file). */
 export function preadSync(fd: number, length: number, position: number, into?: Buffer): Buffer {
   const buf = into ?? Buffer.allocUnsafe(length);

@@ -10,10 +10,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DrError } from '../errors.js';
 import type { VolumeRecord } from '../format/layout.js';
-import { ioError, preadSync } from './files.js';
+import { ioError, preadAll, preadSync } from './files.js';
 import { Lease } from './lock.js';
 import { EXTENT_FIELDS, overlappingExtents, readIndexExtents, readIndexSummary, scanSegment, type IndexFile } from './segment.js';
-import { baseFiles, readBaseMap, regionSet, REGION } from './base.js';
+import { baseFiles, baseRegionRuns, readBaseMap, regionSet, REGION } from './base.js';
 import type { JournalStore, SegmentEntry } from './store.js';
 
 export interface PointInTimeReader {
@@ -366,13 +366,9 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
       const file = this.basePaths[volume];
       if (!file) return;
       // only the regions the base holds data in are read
-      const bmap = this.baseMaps[volume] ?? null;
-      for (let cur = pos; cur < pos + n;) {
-        const region = Math.floor(cur / REGION);
-        const e = Math.min(pos + n, (region + 1) * REGION);
-        if (regionSet(bmap, region)) add(file, cur, e - cur);
-        cur = e;
-      }
+      baseRegionRuns(this.baseMaps[volume] ?? null, pos, n, (s, e, held) => {
+        if (held) add(file, s, e - s);
+      });
     });
     const out: Array<{ file: string; pos: number; length: number }> = [];
     for (const [file, list] of byFile) {
@@ -460,13 +456,7 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
       if (src !== SOURCE_BASE) return visit(at, n, src, pos);
       if (fd === null || fd === undefined) return visit(at, n, SOURCE_ZERO, 0);
       // regions the base never held data in are zeroes: nothing to read
-      for (let cur = at; cur < at + n;) {
-        const region = Math.floor(cur / REGION);
-        const e = Math.min(at + n, (region + 1) * REGION);
-        if (regionSet(bmap, region)) visit(cur, e - cur, SOURCE_BASE, cur);
-        else visit(cur, e - cur, SOURCE_ZERO, 0);
-        cur = e;
-      }
+      baseRegionRuns(bmap, at, n, (s, e, held) => visit(s, e - s, held ? SOURCE_BASE : SOURCE_ZERO, held ? s : 0));
     }, true);
   }
 
@@ -474,7 +464,9 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
     if (this.released) throw new DrError('DR_USAGE', 'point-in-time reader already released');
     if (src >= 0) {
       const slot = this.slots[src]!;
-      const done = await preadFully(slot.fd, dst, n, pos, `cannot read segment ${slot.data}`);
+      const done = (await preadAll(slot.fd, n, pos, dst).catch((err: unknown) => {
+        throw ioError(err, `cannot read segment ${slot.data}`);
+      })).length;
       if (done !== n) throw new DrError('DR_STORE_CORRUPT', `segment ${slot.data} is shorter than its index says (byte ${pos + done})`);
       return;
     }
@@ -484,19 +476,17 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
       return;
     }
     // the regions the base holds data in are read, the others are zeroes (as readBase)
-    const bmap = this.baseMaps[volume] ?? null;
-    for (let cur = 0; cur < n;) {
-      const abs = pos + cur;
-      const region = Math.floor(abs / REGION);
-      let e = Math.min(n, (region + 1) * REGION - pos);
-      const set = regionSet(bmap, region);
-      while (e < n && regionSet(bmap, Math.floor((pos + e) / REGION)) === set) e = Math.min(n, e + REGION);
-      if (!set) dst.fill(0, cur, e);
+    const runs: Array<[number, number, boolean]> = [];
+    baseRegionRuns(this.baseMaps[volume] ?? null, pos, n, (s, e, held) => runs.push([s - pos, e - pos, held]));
+    for (const [s, e, held] of runs) {
+      const part = dst.subarray(s, e);
+      if (!held) part.fill(0);
       else {
-        const got = await preadFully(fd, dst.subarray(cur, e), e - cur, abs, `cannot read base image of volume ${this.volumes[volume]!.name}`);
-        if (got < e - cur) dst.fill(0, cur + got, e);
+        const got = await preadAll(fd, e - s, pos + s, part).catch((err: unknown) => {
+          throw ioError(err, `cannot read base image of volume ${this.volumes[volume]!.name}`);
+        });
+        part.fill(0, got.length);
       }
-      cur = e;
     }
   }
 
@@ -517,12 +507,8 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
     this.walk(volume, offset, length, map, (at, n, src, pos) => {
       if (src >= 0) return void ops.push(src, pos, n, at - offset);
       if (src === SOURCE_ZERO || baseFile < 0) return void ops.push(-1, 0, n, at - offset);
-      for (let cur = pos; cur < pos + n;) { // the base: regions it never held data in are zeroes
-        const region = Math.floor(cur / REGION);
-        const e = Math.min(pos + n, (region + 1) * REGION);
-        ops.push(regionSet(bmap, region) ? baseFile : -1, cur, e - cur, at - offset + (cur - pos));
-        cur = e;
-      }
+      // the base: regions it never held data in are zeroes
+      baseRegionRuns(bmap, pos, n, (s, e, held) => void ops.push(held ? baseFile : -1, s, e - s, at - offset + (s - pos)));
     });
     return Float64Array.from(ops);
   }
@@ -550,25 +536,16 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
       dst.fill(0);
       return;
     }
-    const bmap = this.baseMaps[volume] ?? null;
     // skip regions the base never held data in
-    let cur = 0;
-    while (cur < dst.length) {
-      const abs = offset + cur;
-      const region = Math.floor(abs / REGION);
-      const n = Math.min(dst.length - cur, (region + 1) * REGION - abs);
-      const part = dst.subarray(cur, cur + n);
-      if (!regionSet(bmap, region)) part.fill(0);
-      else {
-        try {
-          const got = preadSync(fd, n, abs, part);
-          if (got.length < n) part.fill(0, got.length);
-        } catch (err) {
-          throw ioError(err, `cannot read base image of volume ${this.volumes[volume]!.name}`);
-        }
+    baseRegionRuns(this.baseMaps[volume] ?? null, offset, dst.length, (s, e, held) => {
+      const part = dst.subarray(s - offset, e - offset);
+      if (!held) return void part.fill(0);
+      try {
+        part.fill(0, preadSync(fd, e - s, s, part).length);
+      } catch (err) {
+        throw ioError(err, `cannot read base image of volume ${this.volumes[volume]!.name}`);
       }
-      cur += n;
-    }
+    });
   }
 
   async *allocated(volume: number): AsyncIterable<{ offset: number; length: number }> {
@@ -593,9 +570,9 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
         // a whole chunk of unwritten blocks: the base decides, region by region
         const cs = g * bs;
         const ce = Math.min((g + CHUNK) * bs, map.size);
-        for (let r = Math.floor(cs / REGION); r * REGION < ce; r++) {
-          if (regionSet(bmap, r)) add(Math.max(r * REGION, cs), Math.min((r + 1) * REGION, ce));
-        }
+        baseRegionRuns(bmap, cs, ce - cs, (s, e, held) => {
+          if (held) add(s, e);
+        });
         g += CHUNK - 1;
       } else {
         const s = chunk[g & (CHUNK - 1)]!;
@@ -621,21 +598,6 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
     for (const fd of this.baseFds) if (fd !== null) fs.closeSync(fd);
     this.lease.release();
   }
-}
-
-/** Read up to `n` bytes at `pos` into dst on the thread pool (fewer only at end of file); returns how many. */
-function preadFully(fd: number, dst: Buffer, n: number, pos: number, what: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const step = (done: number): void => {
-      if (done >= n) return resolve(done);
-      fs.read(fd, dst, done, n - done, pos + done, (err, got) => {
-        if (err) reject(ioError(err, what));
-        else if (got === 0) resolve(done);
-        else step(done + got);
-      });
-    };
-    step(0);
-  });
 }
 
 export async function openPointInTime(store: JournalStore, seq: number): Promise<PointInTimeReader> {
