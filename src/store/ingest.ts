@@ -148,9 +148,8 @@ export class StreamIngest {
 
   /** At the end of input: written(), then the stream must be complete (DR_TRUNCATED otherwise). */
   async finish(): Promise<void> {
-    await this.flush();
-    await this.writing;
-    if (this.header && !this.begun) this.begin(); // a stream of no records still declares its group and volumes
+    await this.written();
+    if (this.header) this.begin(); // a stream of no records still declares its group and volumes
     this.parser.finish();
   }
 }
