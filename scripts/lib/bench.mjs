@@ -1,7 +1,7 @@
 // Shared by scripts/bench.d/*: run a command (must), and run one under GNU time for its
 // wall time, peak memory and CPU time (timed).
 import { spawnSync } from 'node:child_process';
-import { closeSync, fsyncSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -114,4 +114,40 @@ export function alternate(rounds, { prepare = () => undefined, drkit, peer }) {
 /** "1.23 1.31 1.40" (wall seconds of runs, sorted) for a note. */
 export function spread(runs) {
   return runs.map((r) => r.s).sort((a, b) => a - b).map((s) => s.toFixed(2)).join(' ');
+}
+
+/**
+ * Hold back free page reporting for the length of a benchmark run, where the guest kernel
+ * has the knob (this VM's page_reporting module). By default the guest hands pages back to
+ * the host as soon as they are free (min_free_ms=0); the next write into such a page costs
+ * a host page fault, charged as system time. Measured here: `dd bs=64K conv=fsync` of 1 GiB
+ * into a new file took 0.33 s of system time right after a 1 GiB file was deleted and
+ * 2.2-2.3 s five seconds later; dr-apply of the same bytes 3.7-4.5 s. Which side of a pair
+ * ran into returned memory decided the ratio, and the slower side more so. With reporting
+ * held (pages must stay free 5 minutes, up to 32 GiB of them), both sides write into
+ * memory the guest keeps, as on a machine without a balloon. Returns { held, restore }:
+ * held says whether the knob was set, restore() puts the old values back (also run on exit).
+ */
+export function holdFreePageReporting() {
+  const dir = '/sys/module/page_reporting/parameters';
+  const knobs = { min_free_ms: '300000', max_waiting_mib: '32768' };
+  const old = {};
+  for (const [k, v] of Object.entries(knobs)) {
+    try {
+      old[k] = readFileSync(join(dir, k), 'utf8').trim();
+      writeFileSync(join(dir, k), v);
+    } catch {
+      delete old[k]; // not this kernel, or not root: measure as the machine is
+    }
+  }
+  let restored = false;
+  const restore = () => {
+    if (restored) return;
+    restored = true;
+    for (const [k, v] of Object.entries(old)) {
+      try { writeFileSync(join(dir, k), v); } catch { /* keep going */ }
+    }
+  };
+  process.on('exit', restore);
+  return { held: Object.keys(old).length > 0, restore };
 }
