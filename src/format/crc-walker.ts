@@ -8,6 +8,7 @@
  * header CRC and record CRC.
  */
 import { crc32 } from 'node:zlib';
+import { crc32Short } from './crc32-short.js';
 import { HEADER_SIZE, LIMITS, RECORD_HEADER_SIZE } from './layout.js';
 
 export class RecordCrcWalker {
@@ -53,7 +54,7 @@ export class RecordCrcWalker {
 
   /** Length of the record whose header is at `off`, or -1 (and stop) when its header is not sound. */
   private recordLength(b: Buffer, off: number): number {
-    if (crc32(b.subarray(off, off + 24)) !== b.readUInt32LE(off + 24)) return this.stop(-1);
+    if (crc32Short(b, off, off + 24) !== b.readUInt32LE(off + 24)) return this.stop(-1);
     const payload = b.readUInt32LE(off + 4);
     if (payload > LIMITS.maxPayload) return this.stop(-1);
     return RECORD_HEADER_SIZE + payload;
@@ -94,6 +95,6 @@ export class RecordCrcWalker {
 
 /** Record CRC of the record of `total` bytes at `off`: bytes 0..27 of its header, then its payload. */
 function recordCrcOk(b: Buffer, off: number, total: number): boolean {
-  const c = crc32(b.subarray(off + RECORD_HEADER_SIZE, off + total), crc32(b.subarray(off, off + 28)));
+  const c = crc32(b.subarray(off + RECORD_HEADER_SIZE, off + total), crc32Short(b, off, off + 28));
   return c === b.readUInt32LE(off + 28);
 }

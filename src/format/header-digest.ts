@@ -23,8 +23,10 @@ export class HeaderDigest {
   /** Add the record header that `hb` starts with (`hb` may hold the whole record). */
   update(hb: Buffer): void {
     const batch = (this.batch ??= Buffer.allocUnsafe(BATCH));
-    hb.copy(batch, this.batched, 0, RECORD_HEADER_SIZE);
-    this.batched += RECORD_HEADER_SIZE;
+    // 32 bytes by hand: a Buffer.copy call costs more than the copy (twice per record when appending)
+    const at = this.batched;
+    for (let i = 0; i < RECORD_HEADER_SIZE; i++) batch[at + i] = hb[i]!;
+    this.batched = at + RECORD_HEADER_SIZE;
     if (this.batched === BATCH) this.flush();
   }
 

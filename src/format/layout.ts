@@ -11,6 +11,7 @@
  */
 import crypto from 'node:crypto';
 import { crc32 } from 'node:zlib';
+import { crc32Short } from './crc32-short.js';
 import { DrError } from '../errors.js';
 
 export const MAGIC = Buffer.from([0x89, 0x44, 0x52, 0x4a, 0x0d, 0x0a, 0x1a, 0x0a]); // "\x89DRJ\r\n\x1a\n"
@@ -111,13 +112,21 @@ export interface RecordHeader {
 
 // ---------------------------------------------------------------- helpers
 
+// u64 fields as two 32-bit halves: a number below 2^53 has a high half below 2^21. (Going
+// through BigInt costs a heap object per field, several per record.)
+const TWO_32 = 0x1_0000_0000;
 function u64(buf: Buffer, off: number, what: string): number {
-  const v = buf.readBigUInt64LE(off);
-  if (v > BigInt(LIMITS.maxInteger)) throw new DrError('DR_LENGTH_LIMIT', `${what} ${v} is over the limit of 2^53-1`);
-  return Number(v);
+  const hi = buf.readUInt32LE(off + 4);
+  if (hi > 0x1f_ffff) throw new DrError('DR_LENGTH_LIMIT', `${what} ${buf.readBigUInt64LE(off)} is over the limit of 2^53-1`);
+  return hi * TWO_32 + buf.readUInt32LE(off);
 }
 function putU64(buf: Buffer, off: number, v: number): void {
-  buf.writeBigUInt64LE(BigInt(v), off);
+  if (!Number.isSafeInteger(v) || v < 0) {
+    buf.writeBigUInt64LE(BigInt(v), off); // throws as before for what does not fit
+    return;
+  }
+  buf.writeUInt32LE(v % TWO_32, off);
+  buf.writeUInt32LE(Math.floor(v / TWO_32), off + 4);
 }
 function checkInt(v: number, what: string, min = 0, max: number = LIMITS.maxInteger): void {
   if (!Number.isSafeInteger(v) || v < min || v > max) throw new DrError('DR_BAD_RECORD', `${what} ${v} is not an integer in ${min}..${max}`);
@@ -210,7 +219,7 @@ export function decodeHeader(b: Buffer): StreamHeader {
  */
 export function decodeRecordHeader(b: Buffer, crcChecked = false): RecordHeader {
   const headerCrc = b.readUInt32LE(24);
-  if (!crcChecked && headerCrc !== crc32(b.subarray(0, 24))) throw new DrError('DR_BAD_CHECKSUM', 'record header checksum mismatch');
+  if (!crcChecked && headerCrc !== crc32Short(b, 0, 24)) throw new DrError('DR_BAD_CHECKSUM', 'record header checksum mismatch');
   const code = b.readUInt16LE(0);
   const payloadLength = b.readUInt32LE(4);
   const limit = code & IGNORABLE_BIT && !knownType(code) ? LIMITS.maxIgnorablePayload : LIMITS.maxPayload;
@@ -239,8 +248,8 @@ function recordHeader(code: number, flags: number, payloadLength: number, seq: n
   h.writeUInt32LE(payloadLength, 4);
   putU64(h, 8, seq);
   putU64(h, 16, time);
-  h.writeUInt32LE(crc32(h.subarray(0, 24)), 24);
-  let c = crc32(h.subarray(0, 28));
+  h.writeUInt32LE(crc32Short(h, 0, 24), 24);
+  let c = crc32Short(h, 0, 28);
   for (const p of payload) c = crc32(p, c);
   h.writeUInt32LE(c, 28);
   return h;
@@ -355,6 +364,21 @@ function encodePayload(r: StreamRecord): Buffer[] {
   }
 }
 
+// Checks of decodePayload, as functions of their own rather than closures made per record.
+function payloadSize(p: Buffer, min: number, max = min): void {
+  if (p.length < min || p.length > max) throw new DrError('DR_BAD_RECORD', `payload of ${p.length} bytes is the wrong size for this record type`);
+}
+function volumeAt(volumes: ReadonlyArray<VolumeRecord>, v: number, offset: number, length: number, what: string): void {
+  const vol = volumes[v];
+  if (!vol) throw new DrError('DR_BAD_RECORD', `${what} names volume ${v}, which was never declared`);
+  if (offset + length > vol.size) {
+    throw new DrError('DR_OUT_OF_RANGE', `${what} ${offset}+${length} is past the end of volume ${vol.name} (${vol.size} bytes)`);
+  }
+}
+function reservedZero(p: Buffer, off: number, n: number): void {
+  for (let i = off; i < off + n; i++) if (p[i] !== 0) throw new DrError('DR_BAD_RECORD', 'reserved payload bytes are not zero');
+}
+
 /**
  * Decode a payload whose record CRC has already been checked. `volumes` are the
  * volumes declared so far in this stream, for index and range checks.
@@ -368,22 +392,9 @@ export function decodePayload(h: RecordHeader, p: Buffer, volumes: ReadonlyArray
   }
   const allowedFlags = type === RecordType.WRITE ? WRITE_FLAG_FUA : type === RecordType.ZERO ? ZERO_FLAG_DISCARD : 0;
   if (flags & ~allowedFlags) throw new DrError('DR_UNSUPPORTED_FEATURE', `record flags 0x${flags.toString(16)} not understood`);
-  const size = (min: number, max = min): void => {
-    if (p.length < min || p.length > max) throw new DrError('DR_BAD_RECORD', `payload of ${p.length} bytes is the wrong size for this record type`);
-  };
-  const volumeAt = (v: number, offset: number, length: number, what: string): void => {
-    const vol = volumes[v];
-    if (!vol) throw new DrError('DR_BAD_RECORD', `${what} names volume ${v}, which was never declared`);
-    if (offset + length > vol.size) {
-      throw new DrError('DR_OUT_OF_RANGE', `${what} ${offset}+${length} is past the end of volume ${vol.name} (${vol.size} bytes)`);
-    }
-  };
-  const reservedZero = (off: number, n: number): void => {
-    for (let i = off; i < off + n; i++) if (p[i] !== 0) throw new DrError('DR_BAD_RECORD', 'reserved payload bytes are not zero');
-  };
   switch (type) {
     case RecordType.VOLUME: {
-      size(35, 34 + LIMITS.maxVolumeName);
+      payloadSize(p, 35, 34 + LIMITS.maxVolumeName);
       const nameLen = p.readUInt16LE(32);
       if (34 + nameLen !== p.length) throw new DrError('DR_BAD_RECORD', 'volume name length does not match the payload');
       const name = p.toString('utf8', 34);
@@ -399,57 +410,57 @@ export function decodePayload(h: RecordHeader, p: Buffer, volumes: ReadonlyArray
       return { type: 'volume', seq: 0, time, index, blockSize, size: u64(p, 8, 'volume size'), id: Buffer.from(p.subarray(16, 32)), name };
     }
     case RecordType.WRITE: {
-      size(17, 16 + LIMITS.maxWriteData);
-      reservedZero(4, 4);
+      payloadSize(p, 17, 16 + LIMITS.maxWriteData);
+      reservedZero(p, 4, 4);
       const volume = p.readUInt32LE(0);
       const offset = u64(p, 8, 'write offset');
       const data = p.subarray(16);
-      volumeAt(volume, offset, data.length, 'write');
+      volumeAt(volumes, volume, offset, data.length, 'write');
       return { type: 'write', seq, time, volume, offset, data, fua: (flags & WRITE_FLAG_FUA) !== 0 };
     }
     case RecordType.ZERO: {
-      size(24);
-      reservedZero(4, 4);
+      payloadSize(p, 24);
+      reservedZero(p, 4, 4);
       const volume = p.readUInt32LE(0);
       const offset = u64(p, 8, 'zero offset');
       const length = u64(p, 16, 'zero length');
       if (length < 1) throw new DrError('DR_BAD_RECORD', 'zero record of length 0');
-      volumeAt(volume, offset, length, 'zero range');
+      volumeAt(volumes, volume, offset, length, 'zero range');
       return { type: 'zero', seq, time, volume, offset, length, discard: (flags & ZERO_FLAG_DISCARD) !== 0 };
     }
     case RecordType.FLUSH:
-      size(0);
+      payloadSize(p, 0);
       return { type: 'flush', seq, time };
     case RecordType.HEARTBEAT:
-      size(0);
+      payloadSize(p, 0);
       return { type: 'heartbeat', seq, time };
     case RecordType.MARK: {
-      size(21, 20 + LIMITS.maxMarkName);
+      payloadSize(p, 21, 20 + LIMITS.maxMarkName);
       const kind = MARK_KINDS[p.readUInt8(0) - 1];
       if (!kind) throw new DrError('DR_BAD_RECORD', `unknown mark kind ${p.readUInt8(0)}`);
-      reservedZero(1, 1);
+      reservedZero(p, 1, 1);
       if (20 + p.readUInt16LE(2) !== p.length) throw new DrError('DR_BAD_RECORD', 'mark name length does not match the payload');
       const name = p.toString('utf8', 20);
       checkMarkName(name);
       return { type: 'mark', seq, time, kind, id: Buffer.from(p.subarray(4, 20)), name };
     }
     case RecordType.SIGNATURE: {
-      size(25, 24 + 64);
+      payloadSize(p, 25, 24 + 64);
       const alg = p.readUInt8(4);
       const digestLen = DIGEST_SIZE[alg];
       if (digestLen === undefined) throw new DrError('DR_UNSUPPORTED_FEATURE', `unknown signature hash algorithm ${alg}`);
       if (p.readUInt8(5) !== digestLen || p.length !== 24 + digestLen) throw new DrError('DR_BAD_RECORD', 'signature digest length is wrong');
-      reservedZero(6, 2);
+      reservedZero(p, 6, 2);
       const volume = p.readUInt32LE(0);
       const offset = u64(p, 8, 'signature offset');
       const length = u64(p, 16, 'signature length');
       if (length < 1) throw new DrError('DR_BAD_RECORD', 'signature of length 0');
-      volumeAt(volume, offset, length, 'signature range');
+      volumeAt(volumes, volume, offset, length, 'signature range');
       return { type: 'signature', seq, time, volume, offset, length, algorithm: 'sha256', digest: Buffer.from(p.subarray(24)) };
     }
     default: {
       // END
-      size(48);
+      payloadSize(p, 48);
       return { type: 'end', seq: 0, time, recordCount: u64(p, 0, 'record count'), byteCount: u64(p, 8, 'byte count'), digest: Buffer.from(p.subarray(16, 48)) };
     }
   }
@@ -457,7 +468,7 @@ export function decodePayload(h: RecordHeader, p: Buffer, volumes: ReadonlyArray
 
 /** Verify the record CRC of a header and its payload pieces. */
 export function recordCrcMatches(headerBytes: Buffer, h: RecordHeader, payload: Buffer[]): boolean {
-  let c = crc32(headerBytes.subarray(0, 28));
+  let c = crc32Short(headerBytes, 0, 28);
   for (const p of payload) c = crc32(p, c);
   return c === h.recordCrc;
 }
