@@ -10,6 +10,7 @@ import { DrError, fromSystemError } from '../errors.js';
 import { JournalStore, type Appender } from '../store/index.js';
 import { StreamIngest } from '../store/ingest.js';
 import type { Logger } from '../cli/log.js';
+import { readAhead } from '../cli/io.js';
 import { FrameDecoder } from './compress.js';
 import { MAX_LINE, formatAck, formatError, formatHello, parseReply } from './protocol.js';
 
@@ -18,6 +19,8 @@ const SYNC_BYTES = 32 * 1024 * 1024;
 const SYNC_MS = 250;
 /** sync this soon after input goes quiet */
 const IDLE_MS = 10;
+/** input read ahead of the store while it writes (io.ts readAhead) */
+const READ_AHEAD = 8 * 1024 * 1024;
 
 export interface ReceiveResult {
   /** the stream ended with its END trailer (or the sender had nothing to send) */
@@ -140,10 +143,10 @@ async function session(appender: Appender, input: Readable, say: (l: string) => 
   };
 
   try {
-    for await (const chunk of input) {
+    for await (const chunk of readAhead(input, READ_AHEAD)) {
       if (idleTimer) clearTimeout(idleTimer);
       idleTimer = null;
-      await onBytes(chunk as Buffer);
+      await onBytes(chunk);
       if (failure) throw failure;
       if (ingest.bytes - syncedBytes >= SYNC_BYTES || (ingest.bytes > syncedBytes && Date.now() - lastSync >= SYNC_MS)) startSync();
       else idleTimer = setTimeout(quiet, IDLE_MS);
