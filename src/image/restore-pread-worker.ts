@@ -10,6 +10,16 @@ interface Job { id: number; ops: Float64Array; buf: SharedArrayBuffer; offset: n
 const files = (workerData as { files: Array<{ fd: number; name: string; zeroesPastEnd: boolean }> }).files;
 const port = parentPort!;
 const FIELDS = 4;
+/**
+ * Zeroes are copied from here: fill() on a buffer over shared memory stores byte by
+ * byte (5x slower here), and a chunk of a volume with unwritten blocks has many runs
+ * of them (a third of the blocks after 1 GiB of random 4 KiB writes on 1 GiB).
+ */
+const ZEROES = Buffer.alloc(1024 * 1024);
+
+function zero(dst: Buffer, start: number, end: number): void {
+  for (let at = start; at < end; at += ZEROES.length) ZEROES.copy(dst, at, 0, Math.min(ZEROES.length, end - at));
+}
 
 function perform(job: Job): void {
   const dst = Buffer.from(job.buf, job.offset, job.length);
@@ -20,7 +30,7 @@ function perform(job: Job): void {
     const n = ops[r + 2]!;
     const at = ops[r + 3]!;
     if (file < 0) {
-      dst.fill(0, at, at + n);
+      zero(dst, at, at + n);
       continue;
     }
     const f = files[file]!;
@@ -31,7 +41,7 @@ function perform(job: Job): void {
       throw Object.assign(new Error(`cannot read ${f.name}: ${(err as Error).message}`), { code: 'DR_IO' });
     }
     if (done < n) {
-      if (f.zeroesPastEnd) dst.fill(0, at + done, at + n);
+      if (f.zeroesPastEnd) zero(dst, at + done, at + n);
       else throw Object.assign(new Error(`${f.name} is shorter than its index says (byte ${pos + done})`), { code: 'DR_STORE_CORRUPT' });
     }
   }

@@ -15,10 +15,11 @@
 import { close, closeSync, fdatasync, openSync } from 'node:fs';
 
 /**
- * Largest single write(2) of bulk image data. Measured on Linux 6.18 (ext4, 2 cores,
- * 1 GiB into a new sparse file, 3 writes in flight): 512 KiB writes cost 0.26-0.28 s
- * of system time, 64 KiB ones 0.47-0.61 s (more calls), 1 MiB ones 0.76-0.99 s and
- * 4 MiB ones 0.29-1.15 s (the page cache's large folios are slower to fill here).
+ * Largest single write(2) of bulk image data by dr-apply. Measured on Linux 6.18 (ext4,
+ * 2 cores, 1 GiB into a new sparse file, 3 writes in flight) while the VM handed freed
+ * memory back to the host at once: 512 KiB writes cost 0.26-0.28 s of system time,
+ * 64 KiB ones 0.47-0.61 s (more calls), 1 MiB ones 0.76-0.99 s and 4 MiB ones
+ * 0.29-1.15 s. (A restore writes whole chunks: see restore-file.ts writeFully.)
  */
 export const WRITE_MAX = 512 * 1024;
 
