@@ -9,6 +9,7 @@ import { CheckedFileReader, type CheckedChunk } from '../format/checked-reader.j
 import { MARK_KINDS, idToString, newId, type MarkKind } from '../format/layout.js';
 import { JournalStore, prune } from '../store/index.js';
 import { StreamIngest } from '../store/ingest.js';
+import { GroupCommit } from '../store/group-commit.js';
 import { isArchiveUrl } from '../archive/url.js';
 import { register as registerArchive, printArchivedGroups } from './journal-archive.js';
 
@@ -242,28 +243,9 @@ async function appendFrom(input: AppendInput, args: DirArgs, ctx: Context, segme
   let failure: unknown = null;
   // Group commit: every FLUSH/MARK is followed by an fdatasync that starts after it was
   // written; while one runs, the input keeps flowing and the next sync covers all that came.
-  let syncing: Promise<void> | null = null;
-  let again = false;
   let syncError: unknown = null;
-  const requestSync = (): void => {
-    if (syncing) {
-      again = true;
-      return;
-    }
-    syncing = app.sync().then(
-      () => {
-        syncing = null;
-        if (again) {
-          again = false;
-          requestSync();
-        }
-      },
-      (err: unknown) => {
-        syncing = null;
-        syncError = err;
-      },
-    );
-  };
+  const commits = new GroupCommit(() => app.sync(), { failed: (err) => (syncError = err) });
+  const requestSync = (): void => commits.request();
   const ingest = new StreamIngest(app, {
     onPoint: requestSync,
     onError: (err) => {
@@ -283,12 +265,12 @@ async function appendFrom(input: AppendInput, args: DirArgs, ctx: Context, segme
     }
     if (syncError) throw syncError;
     await ingest.finish();
-    while (syncing) await syncing;
+    await commits.settle();
     if (syncError) throw syncError;
   } catch (err) {
     failure = err;
   }
-  while (syncing) await syncing;
+  await commits.settle();
   if (ctx.signal.aborted) failure = new DrError('DR_INTERRUPTED', `interrupted: stored up to seq ${app.nextSeq - 1}`);
   try {
     await app.close();

@@ -9,6 +9,7 @@ import type { Readable, Writable } from 'node:stream';
 import { DrError, fromSystemError } from '../errors.js';
 import { JournalStore, type Appender } from '../store/index.js';
 import { StreamIngest } from '../store/ingest.js';
+import { GroupCommit } from '../store/group-commit.js';
 import type { Logger } from '../cli/log.js';
 import { readAhead } from '../cli/io.js';
 import { FrameDecoder } from './compress.js';
@@ -21,6 +22,8 @@ const SYNC_MS = 250;
 const IDLE_MS = 10;
 /** input read ahead of the store while it writes (io.ts readAhead) */
 const READ_AHEAD = 8 * 1024 * 1024;
+/** decoded bytes after which the frame decoder's memory is reused (once they are written) */
+const RECYCLE_BYTES = 8 * 1024 * 1024;
 
 export interface ReceiveResult {
   /** the stream ended with its END trailer (or the sender had nothing to send) */
@@ -69,6 +72,7 @@ async function session(appender: Appender, input: Readable, say: (l: string) => 
   let line = [] as Buffer[] | null;
   let lineBytes = 0;
   let decoder = null as FrameDecoder | null;
+  let recycledAt = 0;
   const ingest = new StreamIngest(appender, {
     onHeader: (h) => {
       if (h.firstSeq !== start + 1) {
@@ -81,35 +85,39 @@ async function session(appender: Appender, input: Readable, say: (l: string) => 
     complete: ingest.ended, firstSeq: start + 1, lastSeq: Math.max(start, ingest.lastSeq), records: ingest.appended + ingest.skipped, bytes: ingest.bytes,
   });
 
-  // Syncs run alongside the input (one at a time), each followed by an ack of what it made durable.
+  // Syncs run alongside the input (one at a time), each followed by an ack of what it made
+  // durable; one requested while another runs follows it (group-commit.ts), so the last
+  // records always get theirs.
   let ackedSeq = start;
   let lastSync = Date.now();
   let syncedBytes = 0;
-  let syncing: Promise<void> | null = null;
   /** a failure found while the input loop waits for data: ends the loop (the input is destroyed) */
   let failure: DrError | null = null;
   const failLater = (err: unknown): void => {
     failure ??= fromSystemError(err, 'receiving');
     input.destroy();
   };
-  const startSync = (): void => {
-    if (syncing || failure || ingest.bytes === syncedBytes) return;
-    syncedBytes = ingest.bytes;
-    syncing = appender.sync().then(
-      () => {
+  const commits = new GroupCommit(
+    () => {
+      syncedBytes = ingest.bytes;
+      return appender.sync();
+    },
+    {
+      done: () => {
         lastSync = Date.now();
         if (appender.durableSeq > ackedSeq) {
           ackedSeq = appender.durableSeq;
           say(formatAck(ackedSeq));
         }
       },
-      (err: unknown) => failLater(fromSystemError(err, 'syncing the journal store')),
-    ).finally(() => {
-      syncing = null;
-    });
+      failed: (err) => failLater(fromSystemError(err, 'syncing the journal store')),
+    },
+  );
+  const startSync = (): void => {
+    if (!failure && ingest.bytes > syncedBytes) commits.request();
   };
   const settle = async (): Promise<void> => {
-    while (syncing) await syncing;
+    await commits.settle();
     if (failure) throw failure;
   };
   // input that goes quiet is made durable (and acknowledged) soon after
@@ -138,8 +146,16 @@ async function session(appender: Appender, input: Readable, say: (l: string) => 
       chunk = chunk.subarray(nl + 1);
       if (chunk.length === 0) return;
     }
-    if (decoder) for (const raw of decoder.push(chunk)) await ingest.push(raw);
-    else await ingest.push(chunk);
+    if (decoder) {
+      for (const raw of decoder.push(chunk)) await ingest.push(raw);
+      if (decoder.rawBytes - recycledAt >= RECYCLE_BYTES) {
+        // nothing refers to the decoded bytes once they are written and the parser holds copies
+        await ingest.written();
+        ingest.parser.detach();
+        decoder.recycle();
+        recycledAt = decoder.rawBytes;
+      }
+    } else await ingest.push(chunk);
   };
 
   try {
@@ -149,7 +165,8 @@ async function session(appender: Appender, input: Readable, say: (l: string) => 
       await onBytes(chunk);
       if (failure) throw failure;
       if (ingest.bytes - syncedBytes >= SYNC_BYTES || (ingest.bytes > syncedBytes && Date.now() - lastSync >= SYNC_MS)) startSync();
-      else idleTimer = setTimeout(quiet, IDLE_MS);
+      // when the input goes quiet: hand over what is held back, then a sync for it
+      idleTimer = setTimeout(quiet, IDLE_MS);
     }
   } catch (err) {
     if (idleTimer) clearTimeout(idleTimer);

@@ -129,6 +129,30 @@ t.test('stdin cut short: the valid records are shipped, then DR_TRUNCATED', asyn
   t.equal((await digestJournal(dst)).lastSeq, 9, 'the 9 complete records are stored');
 });
 
+t.test('the receiver acknowledges the last records of a burst without more input', async (t) => {
+  // 40 MiB at once, then nothing (no END, stdin kept open, as from a sender waiting for
+  // its acks): the tail arrives while the sync started at 32 MiB still runs; the sync it
+  // needs must still happen (it did not: the receiver waited for more input, and the
+  // sender timed out after 30 s with the last record unacknowledged).
+  const { spawn } = await import('node:child_process');
+  const dst = path.join(tmp, 'burst-dst');
+  const n = 640;
+  const stream = streamBytes(n, 64 * 1024, false);
+  const child = spawn(DR_SHIP, ['receive', dst], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stdin.write(Buffer.concat([Buffer.from('drship-send 1 compress=none from=1\n'), stream]));
+  const started = Date.now();
+  try {
+    await waitFor(`an ack of seq ${n}`, () => new RegExp(`^ack ${n}$`, 'm').test(out), 10_000);
+  } finally {
+    child.stdin.end();
+    await new Promise((r) => child.once('exit', r));
+  }
+  t.ok(Date.now() - started < 10_000, `acknowledged within ${Date.now() - started} ms`);
+  t.equal((await digestJournal(dst)).lastSeq, n, 'all of it stored');
+});
+
 t.test('the receiver refuses what it does not understand', async (t) => {
   const dst = path.join(tmp, 'r-dst');
   const cases: Array<[string, Buffer, string, RegExp]> = [
