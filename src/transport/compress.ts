@@ -27,6 +27,7 @@ import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { DrError } from '../errors.js';
 import { ByteQueue } from '../format/byte-queue.js';
+import { ReusableSlabs } from './slabs.js';
 
 export const FRAME_HEADER = 9;
 export const FRAME_MAX = 4 * 1024 * 1024;
@@ -107,16 +108,19 @@ async function encodeBlock(raw: Buffer): Promise<Buffer[]> {
   return [frameHeader(KIND_STORED, raw.length, raw.length), raw];
 }
 
-function decodeSparse(rawLen: number, payload: Buffer, at: number): Buffer {
+/** The raw bytes of a sparse frame into `out` (rawLen bytes, any contents): its pages where sent, zeros elsewhere. */
+function decodeSparse(rawLen: number, payload: Buffer, at: number, out: Buffer): Buffer {
   const pages = Math.ceil(rawLen / PAGE);
   const mapLen = Math.ceil(pages / 8);
   const bad = () => new DrError('DR_BAD_RECORD', `sparse frame at wire byte ${at} does not add up`);
   if (payload.length < mapLen) throw bad();
-  const out = Buffer.alloc(rawLen);
   let pos = mapLen;
   for (let i = 0; i < pages; i++) {
-    if (!(payload[i >> 3]! & (1 << (i & 7)))) continue;
     const len = Math.min(PAGE, rawLen - i * PAGE);
+    if (!(payload[i >> 3]! & (1 << (i & 7)))) {
+      out.fill(0, i * PAGE, i * PAGE + len);
+      continue;
+    }
     if (pos + len > payload.length) throw bad();
     payload.copy(out, i * PAGE, pos, pos + len);
     pos += len;
@@ -133,9 +137,14 @@ export async function encodeFrames(raw: Buffer): Promise<Buffer[]> {
   return (await Promise.all(jobs)).flat();
 }
 
-/** Incremental frame decoder: compressed bytes in, raw stream bytes out. */
+/**
+ * Incremental frame decoder: compressed bytes in, raw stream bytes out. Stored and
+ * sparse frames are decoded into reused memory (slabs.ts): what push() returned stays
+ * valid until recycle() is called, which the caller does once nothing refers to it.
+ */
 export class FrameDecoder {
   private queue = new ByteQueue();
+  private readonly slabs = new ReusableSlabs();
   /** raw bytes produced so far */
   rawBytes = 0;
   /** wire bytes consumed so far */
@@ -156,13 +165,16 @@ export class FrameDecoder {
       }
       if (this.queue.length < FRAME_HEADER + len) return out;
       this.queue.drop(FRAME_HEADER);
-      const payload = this.queue.take(len);
       let raw: Buffer;
-      if (kind === KIND_STORED) raw = payload;
-      // a view of the shared zero block (nobody writes into decoded bytes): no allocation per frame
-      else if (kind === KIND_ZEROS) raw = rawLen <= BLOCK ? ZERO_BLOCK.subarray(0, rawLen) : Buffer.alloc(rawLen);
-      else if (kind === KIND_SPARSE) raw = decodeSparse(rawLen, payload, this.wireBytes);
-      else {
+      if (kind === KIND_STORED) {
+        raw = this.takePayload(len);
+      } else if (kind === KIND_ZEROS) {
+        // a view of the shared zero block (nobody writes into decoded bytes): no allocation per frame
+        raw = rawLen <= BLOCK ? ZERO_BLOCK.subarray(0, rawLen) : Buffer.alloc(rawLen);
+      } else if (kind === KIND_SPARSE) {
+        raw = decodeSparse(rawLen, this.takePayload(len), this.wireBytes, this.slabs.take(rawLen));
+      } else {
+        const payload = this.queue.take(len);
         try {
           raw = zlib.brotliDecompressSync(payload, { maxOutputLength: FRAME_MAX });
         } catch (err) {
@@ -174,6 +186,21 @@ export class FrameDecoder {
       this.rawBytes += raw.length;
       out.push(raw);
     }
+  }
+
+  /** The next `len` bytes: a view where they lie in one received chunk, else copied into reused memory. */
+  private takePayload(len: number): Buffer {
+    const q = this.queue;
+    if (len === 0 || q.front!.length - q.frontOffset >= len) return q.take(len);
+    const out = this.slabs.take(len);
+    let at = 0;
+    for (const part of q.takeParts(len)) at += part.copy(out, at);
+    return out;
+  }
+
+  /** Every buffer push() returned so far is no longer used: its memory may be decoded into again. */
+  recycle(): void {
+    this.slabs.recycle();
   }
 
   /** Bytes of an incomplete frame held back. */
