@@ -90,13 +90,14 @@ export async function restoreToFile(
 
 /**
  * Before reading a volume in order from the store's own reader: its journal parts
- * read front to back into the page cache (in windows of chunkSize), so the
+ * read front to back into the page cache (in windows of chunkSize; half of the files
+ * on the read thread when there is one), so the
  * per-block preads that follow do not wait for the disk one by one. Readers that
  * wrap the store's (worker threads, an archive's ranged fetches) read as before.
  */
 async function warmSources(reader: PointInTimeReader, vol: VolumeRecord, opts: RestoreOptions): Promise<void> {
   if (!reader.whole) return;
-  const r = await prefetchVolume(reader.whole, vol.index, { windowSize: opts.chunkSize, signal: opts.signal });
+  const r = await prefetchVolume(reader.whole, vol.index, { windowSize: opts.chunkSize, signal: opts.signal, alongside: reader.readAlongside });
   opts.onPrefetch?.(vol, r);
 }
 

@@ -13,6 +13,7 @@
 import { Worker } from 'node:worker_threads';
 import { DrError, type DrCode } from '../errors.js';
 import type { PointInTimeReader } from '../store/index.js';
+import { READ_OP_FIELDS } from '../store/pit.js';
 
 interface Pending { resolve: () => void; reject: (err: Error) => void }
 
@@ -36,14 +37,13 @@ export async function offloadedReader(reader: PointInTimeReader): Promise<PointI
     for (const p of pending.values()) p.reject(failed);
     pending.clear();
   });
-  const read = async (volume: number, offset: number, length: number, into?: Buffer): Promise<Buffer> => {
-    if (!into || into.length < length || !(into.buffer instanceof SharedArrayBuffer)) return reader.read(volume, offset, length, into);
-    const ops = await whole.readOps(volume, offset, length);
+  /** ops performed on the worker into `into` (shared memory) */
+  const perform = async (ops: Float64Array, into: Buffer): Promise<void> => {
     if (failed) throw failed;
     const id = nextId++;
     const done = new Promise<void>((resolve, reject) => {
       pending.set(id, { resolve, reject });
-      worker.postMessage({ id, ops, buf: into.buffer, offset: into.byteOffset, length }, [ops.buffer as ArrayBuffer]);
+      worker.postMessage({ id, ops, buf: into.buffer, offset: into.byteOffset, length: into.length }, [ops.buffer as ArrayBuffer]);
     });
     inflight.add(done);
     try {
@@ -51,7 +51,19 @@ export async function offloadedReader(reader: PointInTimeReader): Promise<PointI
     } finally {
       inflight.delete(done);
     }
+  };
+  const read = async (volume: number, offset: number, length: number, into?: Buffer): Promise<Buffer> => {
+    if (!into || into.length < length || !(into.buffer instanceof SharedArrayBuffer)) return reader.read(volume, offset, length, into);
+    const ops = await whole.readOps(volume, offset, length);
+    await perform(ops, into.subarray(0, length));
     return into.subarray(0, length);
+  };
+  let scratch: Buffer | null = null;
+  const readAlongside = async (ops: Float64Array): Promise<void> => {
+    let size = 0;
+    for (let r = 0; r < ops.length; r += READ_OP_FIELDS) size = Math.max(size, ops[r + 3]! + ops[r + 2]!);
+    if (!scratch || scratch.length < size) scratch = Buffer.from(new SharedArrayBuffer(size));
+    await perform(ops, scratch.subarray(0, size));
   };
   return {
     seq: reader.seq,
@@ -59,6 +71,7 @@ export async function offloadedReader(reader: PointInTimeReader): Promise<PointI
     volumes: reader.volumes,
     whole,
     read,
+    readAlongside,
     allocated: (volume) => reader.allocated(volume),
     sources: (volume, offset, length) => reader.sources(volume, offset, length),
     release: async () => {

@@ -19,7 +19,7 @@
  * exceed half of the memory the kernel reports available.
  */
 import { freemem } from 'node:os';
-import { SOURCE_BASE, SOURCE_PARTIAL, SOURCE_ZERO, type WholeVolumeSource } from '../store/pit.js';
+import { SOURCE_BASE, SOURCE_PARTIAL, SOURCE_ZERO, type PointInTimeReader, type WholeVolumeSource } from '../store/pit.js';
 
 /**
  * Size of one sequential read. The reads are synchronous, one after the other on this
@@ -58,7 +58,8 @@ export interface PrefetchResult {
  * page cache that can be dropped included).
  */
 export async function prefetchVolume(
-  whole: WholeVolumeSource, volume: number, opts: { windowSize?: number; signal?: AbortSignal; available?: number; always?: boolean } = {},
+  whole: WholeVolumeSource, volume: number,
+  opts: { windowSize?: number; signal?: AbortSignal; available?: number; always?: boolean; alongside?: PointInTimeReader['readAlongside'] } = {},
 ): Promise<PrefetchResult> {
   const started = process.hrtime.bigint();
   const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
@@ -69,23 +70,34 @@ export async function prefetchVolume(
   if (needed === 0 || needed > (opts.available ?? freemem()) / 2) return { bytes: 0, needed, skipped: needed > 0, seconds: seconds() };
   const buf = Buffer.allocUnsafeSlow(Math.min(PREFETCH_READ, windowSize));
   const keys = windowsToRead(whole, volume, windows, Boolean(opts.always));
+  // with a read thread: the files shared out between it and this thread, two sequential
+  // streams (1 GiB cold: 0.62-0.69 s against 0.70-1.16 s for one, measured with dd under load)
+  const [mine, theirs] = opts.alongside ? shareOut(keys, windows) : [keys, []];
+  const side = opts.alongside ? readAlongside(whole, volume, windows, theirs, opts.alongside, opts.signal) : Promise.resolve(0);
+  side.catch(() => undefined); // awaited below
   let bytes = 0;
   let slice = 0;
-  for (const key of keys) {
-    const [lo, hi] = windows.get(key)!;
-    const src = sourceOf(key);
-    for (let pos = lo; pos < hi; pos += buf.length) {
-      if (slice >= SLICE) {
-        slice = 0;
-        await new Promise((resolve) => setImmediate(resolve));
+  try {
+    for (const key of mine) {
+      const [lo, hi] = windows.get(key)!;
+      const src = sourceOf(key);
+      for (let pos = lo; pos < hi; pos += buf.length) {
+        if (slice >= SLICE) {
+          slice = 0;
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        if (opts.signal?.aborted) throw opts.signal.reason;
+        const n = Math.min(buf.length, hi - pos);
+        whole.readFromSync(volume, src, pos, n, buf);
+        bytes += n;
+        slice += n;
       }
-      if (opts.signal?.aborted) throw opts.signal.reason;
-      const n = Math.min(buf.length, hi - pos);
-      whole.readFromSync(volume, src, pos, n, buf);
-      bytes += n;
-      slice += n;
     }
+  } catch (err) {
+    await side.catch(() => undefined); // the read thread is done with the files before they may be closed
+    throw err;
   }
+  bytes += await side;
   return { bytes, needed, skipped: false, seconds: seconds() };
 }
 
@@ -115,6 +127,63 @@ function windowsToRead(whole: WholeVolumeSource, volume: number, windows: Map<nu
     i = j;
   }
   return out;
+}
+
+/** The windows (in file order) split in two by whole source, about even in bytes. */
+function shareOut(keys: number[], windows: Map<number, [number, number]>): [number[], number[]] {
+  const sides: [number[], number[]] = [[], []];
+  const bytes: [number, number] = [0, 0];
+  for (let i = 0; i < keys.length;) {
+    let j = i;
+    let n = 0;
+    for (; j < keys.length && sourceOf(keys[j]!) === sourceOf(keys[i]!); j++) n += windows.get(keys[j]!)![1] - windows.get(keys[j]!)![0];
+    const side = bytes[0] <= bytes[1] ? 0 : 1;
+    sides[side].push(...keys.slice(i, j));
+    bytes[side] += n;
+    i = j;
+  }
+  return sides;
+}
+
+/**
+ * Read the windows of `keys` with `alongside` (on the read thread), SLICE bytes per
+ * request, two requests queued there at most. Returns the bytes read.
+ */
+async function readAlongside(
+  whole: WholeVolumeSource, volume: number, windows: Map<number, [number, number]>, keys: number[],
+  alongside: NonNullable<PointInTimeReader['readAlongside']>, signal: AbortSignal | undefined,
+): Promise<number> {
+  const inflight: Array<Promise<void>> = [];
+  let rows: number[] = [];
+  let batch = 0;
+  let bytes = 0;
+  const send = async (): Promise<void> => {
+    if (signal?.aborted) throw signal.reason;
+    if (inflight.length >= 2) await inflight.shift();
+    const p = alongside(Float64Array.from(rows));
+    p.catch(() => undefined); // awaited in order
+    inflight.push(p);
+    rows = [];
+    batch = 0;
+  };
+  try {
+    for (const key of keys) {
+      const [lo, hi] = windows.get(key)!;
+      const file = whole.fileOf(volume, sourceOf(key));
+      for (let pos = lo; pos < hi; pos += PREFETCH_READ) {
+        const n = Math.min(PREFETCH_READ, hi - pos);
+        rows.push(file, pos, n, 0); // readOps rows, all into the start of a scratch buffer
+        bytes += n;
+        batch += n;
+        if (batch >= SLICE) await send();
+      }
+    }
+    if (rows.length > 0) await send();
+    while (inflight.length > 0) await inflight.shift();
+  } finally {
+    await Promise.allSettled(inflight);
+  }
+  return bytes;
 }
 
 /** the source (a segment, or SOURCE_BASE) of a window key */

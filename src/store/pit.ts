@@ -38,6 +38,12 @@ export interface PointInTimeReader {
   sources(volume: number, offset: number, length: number): Array<{ file: string; pos: number; length: number }>;
   /** Present on the store's own reader (not on wrappers that must see every read): see WholeVolumeSource. */
   readonly whole?: WholeVolumeSource;
+  /**
+   * Present on a reader whose reads run on a thread of its own (image/restore-preads.ts):
+   * performs readOps-style rows there (every `at` 0: the bytes go to a scratch buffer),
+   * e.g. half of the page-cache prefetch alongside this thread's half.
+   */
+  readonly readAlongside?: (ops: Float64Array) => Promise<void>;
   release(): Promise<void>;
 }
 
@@ -72,6 +78,8 @@ export interface WholeVolumeSource {
   readOps(volume: number, offset: number, length: number): Promise<Float64Array>;
   /** the files of readOps(): descriptor, name, and whether a short read means zeroes (a base image) or a damaged file */
   readFiles(): Array<{ fd: number; name: string; zeroesPastEnd: boolean }>;
+  /** the index into readFiles() of source `src` (a segment or SOURCE_BASE) of `volume`; -1: none (zeroes) */
+  fileOf(volume: number, src: number): number;
 }
 
 export const READ_OP_FIELDS = 4;
@@ -502,7 +510,7 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
     if (!this.ready) await Promise.race([this.building, new Promise((resolve) => setImmediate(resolve))]);
     const map = this.ready ? checked : this.resolveEarly(volume, offset, length);
     const bmap = this.baseMaps[volume] ?? null;
-    const baseFile = this.baseFds[volume] === null || this.baseFds[volume] === undefined ? -1 : this.slots.length + volume;
+    const baseFile = this.fileOf(volume, SOURCE_BASE);
     const ops: number[] = [];
     this.walk(volume, offset, length, map, (at, n, src, pos) => {
       if (src >= 0) return void ops.push(src, pos, n, at - offset);
@@ -511,6 +519,12 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
       baseRegionRuns(bmap, pos, n, (s, e, held) => void ops.push(held ? baseFile : -1, s, e - s, at - offset + (s - pos)));
     });
     return Float64Array.from(ops);
+  }
+
+  fileOf(volume: number, src: number): number {
+    if (src >= 0) return src < this.slots.length ? src : -1;
+    if (src !== SOURCE_BASE || this.baseFds[volume] === null || this.baseFds[volume] === undefined) return -1;
+    return this.slots.length + volume;
   }
 
   readFiles(): Array<{ fd: number; name: string; zeroesPastEnd: boolean }> {
