@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DrError } from '../errors.js';
 import type { VolumeRecord } from '../format/layout.js';
-import { ioError, preadAll, preadSync } from './files.js';
+import { ioError, preadSync } from './files.js';
 import { Lease } from './lock.js';
 import { EXTENT_FIELDS, overlappingExtents, readIndexExtents, readIndexSummary, scanSegment, type IndexFile } from './segment.js';
 import { baseFiles, baseRegionRuns, readBaseMap, regionSet, REGION } from './base.js';
@@ -65,9 +65,7 @@ export interface WholeVolumeSource {
    * SOURCE_PARTIAL one block written in pieces (read it with read()).
    */
   runs(volume: number, visit: (at: number, n: number, src: number, pos: number) => void): Promise<void>;
-  /** `n` bytes of source `src` (a segment or SOURCE_BASE) at `pos` into dst (on the thread pool) */
-  readFrom(volume: number, src: number, pos: number, n: number, dst: Buffer): Promise<void>;
-  /** the same, on this thread (short reads: e.g. a timed probe of one page) */
+  /** `n` bytes of source `src` (a segment or SOURCE_BASE) at `pos` into dst, on this thread */
   readFromSync(volume: number, src: number, pos: number, n: number, dst: Buffer): void;
   /**
    * A read of [offset, offset+length) as positional reads for another thread to
@@ -466,36 +464,6 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
       // regions the base never held data in are zeroes: nothing to read
       baseRegionRuns(bmap, at, n, (s, e, held) => visit(s, e - s, held ? SOURCE_BASE : SOURCE_ZERO, held ? s : 0));
     }, true);
-  }
-
-  async readFrom(volume: number, src: number, pos: number, n: number, dst: Buffer): Promise<void> {
-    if (this.released) throw new DrError('DR_USAGE', 'point-in-time reader already released');
-    if (src >= 0) {
-      const slot = this.slots[src]!;
-      const done = (await preadAll(slot.fd, n, pos, dst).catch((err: unknown) => {
-        throw ioError(err, `cannot read segment ${slot.data}`);
-      })).length;
-      if (done !== n) throw new DrError('DR_STORE_CORRUPT', `segment ${slot.data} is shorter than its index says (byte ${pos + done})`);
-      return;
-    }
-    const fd = this.baseFds[volume];
-    if (src !== SOURCE_BASE || fd === null || fd === undefined) {
-      dst.fill(0, 0, n);
-      return;
-    }
-    // the regions the base holds data in are read, the others are zeroes (as readBase)
-    const runs: Array<[number, number, boolean]> = [];
-    baseRegionRuns(this.baseMaps[volume] ?? null, pos, n, (s, e, held) => runs.push([s - pos, e - pos, held]));
-    for (const [s, e, held] of runs) {
-      const part = dst.subarray(s, e);
-      if (!held) part.fill(0);
-      else {
-        const got = await preadAll(fd, e - s, pos + s, part).catch((err: unknown) => {
-          throw ioError(err, `cannot read base image of volume ${this.volumes[volume]!.name}`);
-        });
-        part.fill(0, got.length);
-      }
-    }
   }
 
   readFromSync(volume: number, src: number, pos: number, n: number, dst: Buffer): void {
