@@ -59,30 +59,20 @@ export async function writeFileDurableAsync(file: string, parts: Buffer[]): Prom
     await fs.promises.unlink(tmp).catch(() => undefined);
     throw ioError(err, `cannot write ${file}`);
   }
-  let dir: fs.promises.FileHandle | null = null;
-  try {
-    dir = await fs.promises.open(path.dirname(file), 'r');
-    await dir.sync();
-  } catch (err) {
-    throw ioError(err, `cannot sync directory ${path.dirname(file)}`);
-  } finally {
-    await dir?.close().catch(() => undefined);
-  }
+  await fsyncDirAsync(path.dirname(file));
 }
 
-/** preadSync() on the thread pool. */
-export function preadAll(fd: number, length: number, position: number, into: Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const step = (done: number): void => {
-      if (done >= length) return resolve(into.subarray(0, done));
-      fs.read(fd, into, done, length - done, position + done, (err, got) => {
-        if (err) reject(err);
-        else if (got === 0) resolve(into.subarray(0, done));
-        else step(done + got);
-      });
-    };
-    step(0);
-  });
+/** fsyncDir() on the thread pool. */
+export async function fsyncDirAsync(dir: string): Promise<void> {
+  let fh: fs.promises.FileHandle | null = null;
+  try {
+    fh = await fs.promises.open(dir, 'r');
+    await fh.sync();
+  } catch (err) {
+    throw ioError(err, `cannot sync directory ${dir}`);
+  } finally {
+    await fh?.close().catch(() => undefined);
+  }
 }
 
 /** Read exactly `length` bytes at `position` (fewer only at end of file). */
