@@ -20,9 +20,10 @@ export async function openInput(path: string | undefined): Promise<{ stream: Rea
  * standard input), so every pause of the consumer (waiting for a write to finish) soon
  * stops the writer upstream too; at the far end of an ssh pipe that is sshd, ssh and the
  * sender, all stalled in turn. Keeping the pipe drained while the consumer works lets the
- * chain run on (measured with dr-ship receive: 1 GiB through loopback ssh in 3.4-3.5 s instead
- * of 5.8-6.7 s on a busy machine). Ends at 'end', or at 'close' (a destroyed input); throws
- * the stream's error.
+ * chain run on (dr-ship receive, 1 GiB through loopback ssh on a busy machine: 3.4-3.5 s
+ * instead of 5.8-6.7 s in two of three alternating pairs; on a quiet one the difference is
+ * within the noise). Ends at 'end', or at 'close' (a destroyed input); throws the stream's
+ * error.
  */
 export async function* readAhead(input: Readable, limit: number): AsyncGenerator<Buffer> {
   const queue: Buffer[] = [];

@@ -112,6 +112,7 @@ export async function runCli(
       throw new DrError('DR_USAGE', `${msg} (see ${prog} --help)`);
     }) as unknown as Argv<CommonArgs>;
 
+  skipHelpCache(y);
   try {
     await build(y, wrap).parseAsync();
   } catch (err) {
@@ -156,4 +157,17 @@ export function exitWith(status: Promise<number>): void {
       process.exit(EXIT.IO);
     },
   );
+}
+
+/**
+ * Before it runs a subcommand's handler, yargs renders that command's whole help text and
+ * keeps it, in case a failure inside the handler is to be shown with it. Here a handler
+ * never hands a failure back to yargs (wrap() reports it as one line), so the text is never
+ * used, and rendering it (cliui, string widths) cost 20-25 ms of every command's start.
+ * --help and usage errors are handled before any handler and print as before.
+ */
+function skipHelpCache(y: Argv<CommonArgs>): void {
+  const internal = (y as unknown as { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } } }).getInternalMethods?.();
+  const usage = internal?.getUsageInstance?.();
+  if (usage && typeof usage.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => undefined;
 }
