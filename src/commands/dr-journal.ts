@@ -268,7 +268,8 @@ async function appendFrom(input: AppendInput, args: DirArgs, ctx: Context, segme
     await commits.settle();
     if (syncError) throw syncError;
   } catch (err) {
-    failure = err;
+    // a store failure found between chunks stops the input (input.stop()): report it, not the stop
+    failure = syncError ?? err;
   }
   await commits.settle();
   if (ctx.signal.aborted) failure = new DrError('DR_INTERRUPTED', `interrupted: stored up to seq ${app.nextSeq - 1}`);
