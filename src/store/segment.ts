@@ -471,7 +471,7 @@ function extentOrder(extents: Float64Array, n: number): Uint32Array {
 }
 
 /** Where the sorted extent table starts (index files with `sortedExtents`). */
-export function sortedExtentsAt(idx: IndexFile): number {
+export function sortedExtentsAt(idx: ExtentTables): number {
   return idx.extentsAt + idx.summary.extentCount * EXTENT_FIELDS * 8 + 8;
 }
 
@@ -480,7 +480,7 @@ export function sortedExtentsAt(idx: IndexFile): number {
  * file, found by binary search with small reads (the table is not loaded).
  * Rows come back as a flat array of EXTENT_FIELDS numbers each.
  */
-export function overlappingExtents(fd: number, file: string, idx: IndexFile, volume: number, start: number, end: number): number[] {
+export function overlappingExtents(fd: number, file: string, idx: ExtentTables, volume: number, start: number, end: number): number[] {
   const n = idx.summary.extentCount;
   const at = sortedExtentsAt(idx);
   const row = Buffer.alloc(EXTENT_FIELDS * 8);
@@ -518,6 +518,8 @@ export function overlappingExtents(fd: number, file: string, idx: IndexFile, vol
 }
 
 export interface IndexFile { summary: SegmentSummary; extentsAt: number }
+/** What reading an index file's extent tables needs of it (a reader holding many keeps only this). */
+export interface ExtentTables { summary: Pick<SegmentSummary, 'extentCount' | 'sortedExtents' | 'maxExtentLength'>; extentsAt: number }
 
 export function readIndexSummary(file: string): IndexFile | null {
   let fd: number;
@@ -543,7 +545,7 @@ export function readIndexSummary(file: string): IndexFile | null {
   }
 }
 
-export function readIndexExtents(file: string, idx: IndexFile): Float64Array {
+export function readIndexExtents(file: string, idx: ExtentTables, scratch?: { buf: Buffer }): Float64Array {
   const n = idx.summary.extentCount * EXTENT_FIELDS * 8;
   let fd: number;
   try {
@@ -552,7 +554,13 @@ export function readIndexExtents(file: string, idx: IndexFile): Float64Array {
     throw ioError(err, `cannot open index ${file}`);
   }
   try {
-    const buf = Buffer.alloc(n + 4);
+    // with `scratch`, its memory is read into (grown when too small): the table is then
+    // valid until the next call with the same scratch
+    let buf: Buffer;
+    if (scratch) {
+      if (scratch.buf.length < n + 4) scratch.buf = Buffer.alloc(Math.max(n + 4, scratch.buf.length * 2));
+      buf = scratch.buf;
+    } else buf = Buffer.alloc(n + 4);
     const got = preadSync(fd, n + 4, idx.extentsAt, buf);
     if (got.length !== n + 4 || crc32(buf.subarray(0, n)) !== buf.readUInt32LE(n)) {
       throw new DrError('DR_STORE_CORRUPT', `index ${file} is damaged (extent table checksum)`);
