@@ -2,6 +2,7 @@
 import { once } from 'node:events';
 import { closeSync, createReadStream, fstatSync, openSync } from 'node:fs';
 import { runCli, type CommonArgs, type Context } from '../cli/main.js';
+import { readAhead } from '../cli/io.js';
 import { formatBytes, formatMicros, parseDuration, parseSize, parseTime } from '../cli/units.js';
 import { DrError, EXIT, fromSystemError } from '../errors.js';
 import { nowMicros } from '../format/codec.js';
@@ -166,6 +167,9 @@ export function main(argv: string[]): Promise<number> {
   );
 }
 
+/** pipe input read ahead of the store while it writes */
+const READ_AHEAD = 8 * 1024 * 1024;
+
 /**
  * Chunks of the input stream: Buffers, or chunks whose record CRCs were checked ahead
  * (CheckedFileReader). `release`: present when chunk memory is reused; call it, in order,
@@ -209,7 +213,8 @@ function openAppendInput(file: string, signal: AbortSignal): AppendInput {
   if (!regular) {
     const stream = fd === 0 ? process.stdin : createReadStream('', { fd, autoClose: false });
     signal.addEventListener('abort', () => stream.destroy(), { once: true });
-    return { chunks: stream, name, release: null, stop: () => stream.destroy(), close: async () => closeFd() };
+    // read ahead (io.ts): a pipe keeps flowing while a write is waited for; a stop ends it quietly
+    return { chunks: readAhead(stream, READ_AHEAD), name, release: null, stop: () => stream.destroy(), close: async () => closeFd() };
   }
   const reader = new CheckedFileReader(fd, name, 1 << 20, 4);
   signal.addEventListener('abort', () => void reader.close(), { once: true });
@@ -245,9 +250,8 @@ async function appendFrom(input: AppendInput, args: DirArgs, ctx: Context, segme
   // written; while one runs, the input keeps flowing and the next sync covers all that came.
   let syncError: unknown = null;
   const commits = new GroupCommit(() => app.sync(), { failed: (err) => (syncError = err) });
-  const requestSync = (): void => commits.request();
   const ingest = new StreamIngest(app, {
-    onPoint: requestSync,
+    onPoint: () => commits.request(),
     onError: (err) => {
       syncError ??= err;
       input.stop();
@@ -268,7 +272,7 @@ async function appendFrom(input: AppendInput, args: DirArgs, ctx: Context, segme
     await commits.settle();
     if (syncError) throw syncError;
   } catch (err) {
-    // a store failure found between chunks stops the input (input.stop()): report it, not the stop
+    // a store failure is the cause of whatever the loop met after it
     failure = syncError ?? err;
   }
   await commits.settle();

@@ -93,8 +93,12 @@ export class RecordCrcWalker {
   }
 }
 
-/** Record CRC of the record of `total` bytes at `off`: bytes 0..27 of its header, then its payload. */
+/**
+ * Record CRC of the record of `total` bytes at `off`: bytes 0..27 of its header, then its
+ * payload. Only for a header recordLength() accepted: its bytes 24..27 are then the CRC of
+ * bytes 0..23, so the running CRC continues from them instead of going over those again.
+ */
 function recordCrcOk(b: Buffer, off: number, total: number): boolean {
-  const c = crc32(b.subarray(off + RECORD_HEADER_SIZE, off + total), crc32Short(b, off, off + 28));
+  const c = crc32(b.subarray(off + RECORD_HEADER_SIZE, off + total), crc32Short(b, off + 24, off + 28, b.readUInt32LE(off + 24)));
   return c === b.readUInt32LE(off + 28);
 }

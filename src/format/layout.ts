@@ -248,8 +248,9 @@ function recordHeader(code: number, flags: number, payloadLength: number, seq: n
   h.writeUInt32LE(payloadLength, 4);
   putU64(h, 8, seq);
   putU64(h, 16, time);
-  h.writeUInt32LE(crc32Short(h, 0, 24), 24);
-  let c = crc32Short(h, 0, 28);
+  const headerCrc = crc32Short(h, 0, 24);
+  h.writeUInt32LE(headerCrc, 24);
+  let c = crc32Short(h, 24, 28, headerCrc); // the record CRC covers bytes 0..27: continue from 0..23's
   for (const p of payload) c = crc32(p, c);
   h.writeUInt32LE(c, 28);
   return h;

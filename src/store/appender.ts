@@ -17,7 +17,7 @@ import {
   RECORD_HEADER_SIZE, encodeRecord, idToString, type SequencedRecord, type StreamHeader, type VolumeRecord,
 } from '../format/layout.js';
 import { nowMicros } from '../format/codec.js';
-import { byteLength, preadSync, writeFileDurable, writeFileDurableAsync, fsyncDir, fsyncDirAsync, writevAll, writevAllSync } from './files.js';
+import { byteLength, preadSync, tempPath, writeFileDurable, writeFileDurableAsync, fsyncDir, fsyncDirAsync, writevAll, writevAllSync } from './files.js';
 import { PendingWrites } from './pending-writes.js';
 import { LockFile } from './lock.js';
 import { RecordWalker, encodeIndex, segmentPaths, segmentPrologue, type SegmentBuilder } from './segment.js';
@@ -392,7 +392,7 @@ export class StoreAppender implements Appender {
     const store = this.store;
     const { bytes, builder } = segmentPrologue(store.groupId!, firstSeq, store.volumes);
     const p = segmentPaths(store.dir, firstSeq);
-    const tmp = `${p.data}.tmp.${process.pid}`;
+    const tmp = tempPath(p.data);
     const newFd = this.attempt(() => {
       const f = fs.openSync(tmp, 'w+', 0o644);
       try {
@@ -416,34 +416,32 @@ export class StoreAppender implements Appender {
   private finishSwitch(): Promise<void> {
     const sw = this.switching!;
     const dir = path.dirname(sw.file);
-    const run = async (): Promise<void> => {
+    // one step of the switch; false: it failed after another completion took over, or that one did it
+    const step = async (what: string, work: () => Promise<unknown>): Promise<boolean> => {
+      try {
+        await work();
+      } catch (err) {
+        if (this.switching === sw) throw this.fail(err, what);
+        return false;
+      }
+      return this.switching === sw;
+    };
+    const syncBoth = async (): Promise<void> => {
       this.syncsInFlight++;
       try {
         await Promise.all([fdatasync(sw.fd), fdatasync(sw.newFd)]);
-      } catch (err) {
-        if (this.switching === sw) throw this.fail(err, `cannot sync segment ${sw.segment.data}`);
-        return;
       } finally {
         this.syncsInFlight--;
         if (this.syncsInFlight === 0) for (const f of this.retired.splice(0)) fs.closeSync(f);
       }
-      if (this.switching !== sw) return;
+    };
+    const run = async (): Promise<void> => {
+      if (!(await step(`cannot sync segment ${sw.segment.data}`, syncBoth))) return;
       this.sealed(sw);
-      try {
-        await fs.promises.rename(sw.tmp, sw.file);
-      } catch (err) {
-        if (this.switching === sw) throw this.fail(err, `cannot create segment ${sw.file}`);
-        return;
-      }
-      if (this.switching !== sw) return;
+      if (!(await step(`cannot create segment ${sw.file}`, () => fs.promises.rename(sw.tmp, sw.file)))) return;
       sw.renamed = true;
-      try {
-        await fsyncDirAsync(dir);
-      } catch (err) {
-        if (this.switching === sw) throw this.fail(err, `cannot sync directory ${dir}`);
-        return;
-      }
-      if (this.switching === sw) this.switching = null;
+      if (!(await step(`cannot sync directory ${dir}`, () => fsyncDirAsync(dir)))) return;
+      this.switching = null;
     };
     sw.running ??= run();
     return sw.running;
@@ -686,15 +684,16 @@ export class StoreAppender implements Appender {
       await this.syncChain;
       while (this.writing) await this.writing.catch(() => undefined);
       this.dropDup();
-      if (this.fd !== null) fs.closeSync(this.fd);
       if (this.switching) {
-        // only after a failure: nothing in the new file was made durable, so it goes
+        // only after a failure: nothing in the new file was made durable, so it goes (its
+        // descriptor is this.fd, closed below once the switch's own syncs are over)
         const sw = this.switching;
         await sw.running?.catch(() => undefined);
         if (!sw.sealed) fs.closeSync(sw.fd);
         if (!sw.renamed) fs.rmSync(sw.tmp, { force: true });
       }
       this.switching = null;
+      if (this.fd !== null) fs.closeSync(this.fd);
       for (const fd of this.retired.splice(0)) fs.closeSync(fd);
       if (this.durableFd !== null) fs.closeSync(this.durableFd);
       this.fd = null;

@@ -25,8 +25,19 @@ export function fsyncDir(dir: string): void {
 }
 
 /** Write a whole file durably: temp file, fsync, rename, fsync directory. */
+/** The temporary name `file` is written under before its rename (prune removes those of dead processes). */
+export function tempPath(file: string): string {
+  return `${file}.tmp.${process.pid}`;
+}
+
+/** The pid in a name made by tempPath(), or null for any other name. */
+export function tempPathOwner(name: string): number | null {
+  const m = /\.tmp\.(\d+)$/.exec(name);
+  return m ? Number(m[1]) : null;
+}
+
 export function writeFileDurable(file: string, data: Buffer | string | Array<Buffer>): void {
-  const tmp = `${file}.tmp.${process.pid}`;
+  const tmp = tempPath(file);
   let fd: number | null = null;
   try {
     fd = fs.openSync(tmp, 'w', 0o644);
@@ -45,7 +56,7 @@ export function writeFileDurable(file: string, data: Buffer | string | Array<Buf
 
 /** writeFileDurable() with the writes and syncs on the thread pool. */
 export async function writeFileDurableAsync(file: string, parts: Buffer[]): Promise<void> {
-  const tmp = `${file}.tmp.${process.pid}`;
+  const tmp = tempPath(file);
   let fh: fs.promises.FileHandle | null = null;
   try {
     fh = await fs.promises.open(tmp, 'w', 0o644);

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DrError, fromSystemError } from '../errors.js';
 import { RecordType, decodePayload, type VolumeRecord } from '../format/layout.js';
-import { fsyncDir, processAlive, writeFileDurable } from './files.js';
+import { fsyncDir, processAlive, tempPathOwner, writeFileDurable } from './files.js';
 import { confirmedArchive } from './archived.js';
 import { Lease, LockFile } from './lock.js';
 import { RecordWalker, SEGMENTS, parseSegmentFile, readIndexSummary, scanSegment, segmentPaths, type MarkInfo } from './segment.js';
@@ -254,8 +254,8 @@ function removeUnused(store: JournalStore, step: (what: string) => void): { rele
   }
   // temporary files left by a process that is gone (a live appender's new segment is one for a moment)
   for (const n of names) {
-    const m = /\.tmp\.(\d+)$/.exec(n);
-    if (m && !processAlive(Number(m[1]))) remove(path.join(segDir, n));
+    const owner = tempPathOwner(n);
+    if (owner !== null && !processAlive(owner)) remove(path.join(segDir, n));
   }
   fsyncDir(segDir);
   const baseDir = path.join(store.dir, BASE);

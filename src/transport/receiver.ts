@@ -161,7 +161,6 @@ async function session(appender: Appender, input: Readable, say: (l: string) => 
   try {
     for await (const chunk of readAhead(input, READ_AHEAD)) {
       if (idleTimer) clearTimeout(idleTimer);
-      idleTimer = null;
       await onBytes(chunk);
       if (failure) throw failure;
       if (ingest.bytes - syncedBytes >= SYNC_BYTES || (ingest.bytes > syncedBytes && Date.now() - lastSync >= SYNC_MS)) startSync();
@@ -169,16 +168,15 @@ async function session(appender: Appender, input: Readable, say: (l: string) => 
       idleTimer = setTimeout(quiet, IDLE_MS);
     }
   } catch (err) {
-    if (idleTimer) clearTimeout(idleTimer);
     if (failure) throw failure;
     throw err instanceof DrError ? err : new DrError('DR_IO', `reading standard input: ${(err as Error).message}`);
+  } finally {
+    if (idleTimer) clearTimeout(idleTimer);
   }
-  if (idleTimer) clearTimeout(idleTimer);
   if (failure) throw failure;
   if (line && lineBytes > 0) throw new DrError('DR_TRUNCATED', 'the sender closed the connection in the middle of its protocol line');
   await ingest.written();
-  await settle();
-  startSync();
+  startSync(); // follows a sync still running (group commit): covers every record
   await settle();
   const r = result();
   if (!r.complete) {

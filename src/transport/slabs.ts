@@ -35,9 +35,4 @@ export class ReusableSlabs {
     this.free.push(...this.used.splice(0));
     this.at = 0;
   }
-
-  /** bytes of slab memory held (taken or free) */
-  get held(): number {
-    return (this.free.length + this.used.length + (this.slab ? 1 : 0)) * SLAB;
-  }
 }
