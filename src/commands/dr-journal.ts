@@ -48,9 +48,10 @@ export function main(argv: string[]): Promise<number> {
           const untilSeq = args.until !== undefined ? store.resolvePoint(args.until).seq : undefined;
           const sinceTime = args.since !== undefined ? parseTime(args.since) : undefined;
           if (args.follow) ctx.handlesStop();
-          // write by hand (not pipeline): a store error then reaches the user as itself, not as a stdout error
-          for await (const chunk of store.catStream({ fromSeq: args.from, sinceTime, untilSeq, follow: args.follow, signal: ctx.signal })) {
-            if (!process.stdout.write(chunk as Buffer)) await once(process.stdout, 'drain');
+          // write by hand (not pipeline): a store error then reaches the user as itself, not as a stdout error;
+          // a chunk's read buffer is reused once stdout has taken it
+          for await (const c of store.catChunks({ fromSeq: args.from, sinceTime, untilSeq, follow: args.follow, signal: ctx.signal })) {
+            if (!process.stdout.write(c.bytes, () => c.release())) await once(process.stdout, 'drain');
           }
           return EXIT.OK;
         }),

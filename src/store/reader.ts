@@ -17,6 +17,7 @@ import { nowMicros } from '../format/codec.js';
 import { ioError, sleep, exists } from './files.js';
 import { LockFile } from './lock.js';
 import { RecordWalker, segmentPaths, type RawRecord } from './segment.js';
+import { ReadBuffers } from './read-buffers.js';
 import { APPEND_LOCK, readDurable } from './state.js';
 import type { JournalStore } from './store.js';
 
@@ -27,6 +28,8 @@ export interface RecordsOptions {
   signal?: AbortSignal;
   /** how often a follower looks for new records (ms) */
   pollMs?: number;
+  /** read segments into these reused buffers (waiting while all are in use) */
+  buffers?: ReadBuffers;
 }
 export interface CatOptions extends RecordsOptions {
   /** start at the first record with time >= sinceTime (microseconds) */
@@ -81,7 +84,7 @@ async function* rawRecords(store: JournalStore, start: number, opts: RecordsOpti
       throw ioError(err, `cannot open segment ${data}`);
     }
     file = data;
-    walker = new RecordWalker(fd, data, 0, Infinity, 1 << 20);
+    walker = opts.buffers ? new RecordWalker(fd, data, 0, Infinity, opts.buffers.size, opts.buffers) : new RecordWalker(fd, data, 0, Infinity, 1 << 20);
     const head = walker.header();
     if (!head) throw new DrError('DR_STORE_CORRUPT', `segment ${data} has no stream header`);
     volumes = [];
@@ -100,6 +103,7 @@ async function* rawRecords(store: JournalStore, start: number, opts: RecordsOpti
   };
   const closeFd = (): void => {
     if (fd !== null) fs.closeSync(fd);
+    (walker as RecordWalker | null)?.dispose();
     fd = null;
     walker = null;
   };
@@ -126,6 +130,8 @@ async function* rawRecords(store: JournalStore, start: number, opts: RecordsOpti
       }
       const w = walker as RecordWalker | null;
       if (!w) continue;
+      // reused buffers: the next read may need one back from the consumer first
+      if (opts.buffers?.exhausted) await opts.buffers.whenFree();
       const at = w.pos;
       const r = w.next();
       if (!r) {
@@ -169,12 +175,33 @@ export async function* readRecords(store: JournalStore, opts: RecordsOptions): A
 
 /** The bytes of a valid stream of the stored records. */
 export function catStream(store: JournalStore, opts: CatOptions = {}): Readable {
-  return Readable.from(catChunks(store, opts), { objectMode: false, highWaterMark: 1 << 20 });
+  return Readable.from(catBytes(store, opts), { objectMode: false, highWaterMark: 1 << 20 });
 }
 
-async function* catChunks(store: JournalStore, opts: CatOptions): AsyncGenerator<Buffer> {
+async function* catBytes(store: JournalStore, opts: CatOptions): AsyncGenerator<Buffer> {
+  for await (const c of catChunks(store, opts)) yield c.bytes;
+}
+
+export interface CatChunk {
+  bytes: Buffer;
+  /** the bytes were written out: with `reuse`, their memory is read into again */
+  release(): void;
+}
+
+const noRelease = (): void => undefined;
+/** cat's reused segment read buffers: memory bounded by these, not by the journal */
+const CAT_BUFFER = 1 << 20;
+const CAT_BUFFERS = 8;
+
+/**
+ * catStream()'s bytes as chunks. With `reuse`, segments are read into a few reused
+ * buffers (ReadBuffers): every chunk must then be released once it was written out
+ * (reading waits while all buffers are held).
+ */
+export async function* catChunks(store: JournalStore, opts: CatOptions & { reuse?: boolean }): AsyncGenerator<CatChunk> {
   if (!store.groupId) throw new DrError('DR_NO_STORE', `journal store ${store.dir} holds no volume group yet`);
   const start = startSeq(store, opts);
+  const buffers = opts.reuse ? new ReadBuffers(CAT_BUFFER, CAT_BUFFERS) : undefined;
   const digest = createHash('sha256');
   let recordCount = 0;
   let byteCount = 0;
@@ -192,15 +219,19 @@ async function* catChunks(store: JournalStore, opts: CatOptions): AsyncGenerator
       byteCount += p.length;
     }
   }
-  yield Buffer.concat(head);
-  // batch records that sit next to each other in the same read buffer
+  yield { bytes: Buffer.concat(head), release: noRelease };
+  // batch records that sit next to each other in the same read buffer; a batch holds its buffer until released
   let batchBuf: Buffer | null = null;
   let batchStart = 0;
   let batchEnd = 0;
+  const batch = (): CatChunk => {
+    const buf = batchBuf!;
+    return { bytes: buf.subarray(batchStart, batchEnd), release: buffers ? () => buffers.unref(buf) : noRelease };
+  };
   const sinceTime = opts.sinceTime ?? 0;
-  for await (const item of rawRecords(store, start, opts)) {
+  for await (const item of rawRecords(store, start, { ...opts, buffers })) {
     if (!item) {
-      if (batchBuf) yield batchBuf.subarray(batchStart, batchEnd);
+      if (batchBuf) yield batch();
       batchBuf = null;
       continue;
     }
@@ -217,13 +248,14 @@ async function* catChunks(store: JournalStore, opts: CatOptions): AsyncGenerator
     if (batchBuf === raw.buf && batchEnd === raw.at && batchEnd - batchStart < (1 << 20)) {
       batchEnd += len;
     } else {
-      if (batchBuf) yield batchBuf.subarray(batchStart, batchEnd);
+      if (batchBuf) yield batch();
       batchBuf = raw.buf;
+      buffers?.ref(batchBuf);
       batchStart = raw.at;
       batchEnd = raw.at + len;
     }
   }
-  if (batchBuf) yield batchBuf.subarray(batchStart, batchEnd);
+  if (batchBuf) yield batch();
   const end = encodeRecord({ type: 'end', seq: 0, time: Math.max(nowMicros(), lastTime), recordCount, byteCount, digest: digest.digest() });
-  yield Buffer.concat(end);
+  yield { bytes: Buffer.concat(end), release: noRelease };
 }

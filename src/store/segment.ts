@@ -20,6 +20,7 @@ import {
 import { nowMicros } from '../format/codec.js';
 import { HeaderDigest } from '../format/header-digest.js';
 import { ioError, preadSync, writeFileDurable } from './files.js';
+import type { ReadBuffers } from './read-buffers.js';
 
 export const SEGMENTS = 'segments';
 /** a sparse index point at least every this many bytes of a segment */
@@ -221,7 +222,8 @@ export class RecordWalker {
   pos: number;
   /** bytes the file had the last time the walker looked */
   fileSize = 0;
-  constructor(readonly fd: number, readonly file: string, start: number, private readonly limit = Infinity, private readonly chunk = 4 << 20) {
+  /** `buffers`: read into these (reused) instead of a new buffer per read; `chunk` is then their size */
+  constructor(readonly fd: number, readonly file: string, start: number, private readonly limit = Infinity, private readonly chunk = 4 << 20, private readonly buffers?: ReadBuffers) {
     this.pos = start;
   }
 
@@ -230,13 +232,15 @@ export class RecordWalker {
     if (have >= n) return true;
     const want = Math.min(Math.max(n, this.chunk), this.limit - this.pos);
     if (want < n) return false;
-    const b = Buffer.allocUnsafe(want);
+    const b = this.buffers ? this.buffers.take(want) : Buffer.allocUnsafe(want);
     let got = 0;
     try {
       got = preadSync(this.fd, want, this.pos, b).length;
     } catch (err) {
+      this.buffers?.unref(b);
       throw ioError(err, `cannot read segment ${this.file}`);
     }
+    this.buffers?.unref(this.buf);
     this.buf = b.subarray(0, got);
     this.bufPos = this.pos;
     this.fileSize = Math.max(this.fileSize, this.pos + got);
@@ -276,6 +280,13 @@ export class RecordWalker {
     const rec: RawRecord = { offset: this.pos, h, hb: hb2, payload, buf: this.buf, at };
     this.pos += RECORD_HEADER_SIZE + h.payloadLength;
     return rec;
+  }
+
+  /** Done with this walker: its read buffer goes back to `buffers` (once nothing else uses it). */
+  dispose(): void {
+    this.buffers?.unref(this.buf);
+    this.buf = Buffer.alloc(0);
+    this.bufPos = this.pos;
   }
 }
 

@@ -19,7 +19,7 @@ import {
   type SegmentBuilder, type SegmentSummary,
 } from './segment.js';
 import { StoreAppender, type Appender } from './appender.js';
-import { readRecords, catStream, type RecordsOptions, type CatOptions } from './reader.js';
+import { readRecords, catStream, catChunks, type RecordsOptions, type CatOptions, type CatChunk } from './reader.js';
 import { openPointInTime, type PointInTimeReader } from './pit.js';
 import {
   APPEND_LOCK, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, STORE_FORMAT, readDurable, readMeta, readWindow,
@@ -268,6 +268,11 @@ export class JournalStore {
   /** A valid stream (header, VOLUME records, records, END) of the stored records. */
   catStream(opts: CatOptions = {}): Readable {
     return catStream(this, opts);
+  }
+
+  /** catStream()'s bytes as chunks read into a few reused buffers: release each once it was written out. */
+  catChunks(opts: CatOptions = {}): AsyncIterable<CatChunk> {
+    return catChunks(this, { ...opts, reuse: true });
   }
 
   /** Restore engine: the volumes as of `seq`, read on demand. Holds a read lease until release(). */
