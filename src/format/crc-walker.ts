@@ -7,8 +7,8 @@
  * the stream is verified: every record ending at or before that offset has a matching
  * header CRC and record CRC.
  */
-import { crc32 } from 'node:zlib';
 import { crc32Short } from './crc32-short.js';
+import { crc32Payload } from './crc32-payload.js';
 import { HEADER_SIZE, LIMITS, RECORD_HEADER_SIZE } from './layout.js';
 
 export class RecordCrcWalker {
@@ -99,6 +99,6 @@ export class RecordCrcWalker {
  * bytes 0..23, so the running CRC continues from them instead of going over those again.
  */
 function recordCrcOk(b: Buffer, off: number, total: number): boolean {
-  const c = crc32(b.subarray(off + RECORD_HEADER_SIZE, off + total), crc32Short(b, off + 24, off + 28, b.readUInt32LE(off + 24)));
+  const c = crc32Payload(b.subarray(off + RECORD_HEADER_SIZE, off + total), crc32Short(b, off + 24, off + 28, b.readUInt32LE(off + 24)));
   return c === b.readUInt32LE(off + 28);
 }

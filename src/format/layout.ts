@@ -12,6 +12,7 @@
 import crypto from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { crc32Short } from './crc32-short.js';
+import { crc32Payload } from './crc32-payload.js';
 import { DrError } from '../errors.js';
 
 export const MAGIC = Buffer.from([0x89, 0x44, 0x52, 0x4a, 0x0d, 0x0a, 0x1a, 0x0a]); // "\x89DRJ\r\n\x1a\n"
@@ -251,7 +252,7 @@ function recordHeader(code: number, flags: number, payloadLength: number, seq: n
   const headerCrc = crc32Short(h, 0, 24);
   h.writeUInt32LE(headerCrc, 24);
   let c = crc32Short(h, 24, 28, headerCrc); // the record CRC covers bytes 0..27: continue from 0..23's
-  for (const p of payload) c = crc32(p, c);
+  for (const p of payload) c = crc32Payload(p, c);
   h.writeUInt32LE(c, 28);
   return h;
 }
@@ -470,7 +471,7 @@ export function decodePayload(h: RecordHeader, p: Buffer, volumes: ReadonlyArray
 /** Verify the record CRC of a header and its payload pieces. */
 export function recordCrcMatches(headerBytes: Buffer, h: RecordHeader, payload: Buffer[]): boolean {
   let c = crc32Short(headerBytes, 0, 28);
-  for (const p of payload) c = crc32(p, c);
+  for (const p of payload) c = crc32Payload(p, c);
   return c === h.recordCrc;
 }
 
