@@ -137,31 +137,16 @@ try {
       log(`${compress ? '--compress' : 'plain'} round ${i + 1}: dr-ship ${d.s.toFixed(2)} s (${d.peak} MiB peak, ${(d.done.wire_bytes / MiB).toFixed(0)} MiB on the wire, CPU send+ssh ${d.cpu.toFixed(2)} s, receive ${d.recvCpu.toFixed(2)} s), into cat ${alone.s.toFixed(2)} s, cat|ssh ${p.toFixed(2)} s`);
       best = faster(best, d);
     }
-    console.log(JSON.stringify({
-      area: 'ship',
-      name: compress ? `${size / MiB} MiB over ssh, --compress, half random/half zero` : `${size / MiB} MiB over ssh, plain`,
-      drkit_s: +best.s.toFixed(3),
-      peer: "cat segments | ssh 'cat > file'",
-      peer_s: +bestPeer.toFixed(3),
-      ratio: +(bestPeer / best.s).toFixed(3),
-      higher_is_better: true,
-      drkit_peak_mib: best.peak,
-      bytes: segBytes,
-      note: `receiver appends, fdatasyncs and acks (the peer does not sync); ${(best.done.wire_bytes / MiB).toFixed(0)} MiB on the wire; `
-        + `CPU of dr-ship send + its ssh client ${best.cpu.toFixed(1)} s, of dr-ship receive ${best.recvCpu.toFixed(1)} s; load average ${loadavg()[0].toFixed(1)} on ${availableParallelism()} CPUs; best of ${rounds}`,
+    // one row against the peer's best time
+    const row = (name, r, note) => console.log(JSON.stringify({
+      area: 'ship', name, drkit_s: +r.s.toFixed(3), peer: "cat segments | ssh 'cat > file'", peer_s: +bestPeer.toFixed(3),
+      ratio: +(bestPeer / r.s).toFixed(3), higher_is_better: true, drkit_peak_mib: r.peak, bytes: segBytes, note,
     }));
-    console.log(JSON.stringify({
-      area: 'ship',
-      name: `${size / MiB} MiB over ssh${compress ? ', --compress' : ', plain'} (diagnostic: dr-ship send into a far end that only does cat > file)`,
-      drkit_s: +bestAlone.s.toFixed(3),
-      peer: "cat segments | ssh 'cat > file'",
-      peer_s: +bestPeer.toFixed(3),
-      ratio: +(bestPeer / bestAlone.s).toFixed(3),
-      higher_is_better: true,
-      drkit_peak_mib: bestAlone.peak,
-      bytes: segBytes,
-      note: `no dr-ship receive: a greeting and an ack given at once, then cat > file (nothing decoded, checked, indexed or synced): the ceiling for the row above; CPU of dr-ship send + its ssh client ${bestAlone.cpu.toFixed(1)} s; best of ${rounds}`,
-    }));
+    row(compress ? `${size / MiB} MiB over ssh, --compress, half random/half zero` : `${size / MiB} MiB over ssh, plain`, best,
+      `receiver appends, fdatasyncs and acks (the peer does not sync); ${(best.done.wire_bytes / MiB).toFixed(0)} MiB on the wire; `
+        + `CPU of dr-ship send + its ssh client ${best.cpu.toFixed(1)} s, of dr-ship receive ${best.recvCpu.toFixed(1)} s; load average ${loadavg()[0].toFixed(1)} on ${availableParallelism()} CPUs; best of ${rounds}`);
+    row(`${size / MiB} MiB over ssh${compress ? ', --compress' : ', plain'} (diagnostic: dr-ship send into a far end that only does cat > file)`, bestAlone,
+      `no dr-ship receive: a greeting and an ack given at once, then cat > file (nothing decoded, checked, indexed or synced): the ceiling for the row above; CPU of dr-ship send + its ssh client ${bestAlone.cpu.toFixed(1)} s; best of ${rounds}`);
   }
 
   // Lag under a steady write load.
