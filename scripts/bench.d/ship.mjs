@@ -1,15 +1,19 @@
 // dr-ship: BENCH_SIZE_MIB (default 1024) MiB of journal through ssh on 127.0.0.1 (a real
 // sshd), `dr-ship send DIR --once -- ssh ... dr-ship receive DIR2` (receiver appends,
-// fdatasyncs and acknowledges) versus `cat SEGMENTS | ssh ... 'cat > FILE'` of the same
-// segment bytes (no sync). The data: 64 KiB writes, every other one random, the rest
-// zeros ("half random, half zeros"). Figures:
+// fdatasyncs and acknowledges) versus `cat SEGMENTS | ssh ... 'cat > FILE && sync FILE'` of
+// the same segment bytes: the peer with the receiver's durability (the bytes on disk when
+// the command returns), as `cat > file && sync file` is the peer of dr-journal append. The
+// issue's literal peer, `cat > FILE` with no sync (its 1 GiB is written to disk after the
+// clock stops), gets rows of its own. The data: 64 KiB writes, every other one random, the
+// rest zeros ("half random, half zeros"). Figures:
 //   1. plain (no compression)                    target >= 0.9x
 //   2. --compress (brotli frames, zero blocks)   target > 1x
 //   3. lag p50 / p99 under a steady write load: a writer appends 64 KiB writes at
 //      BENCH_SHIP_LOAD_MIB (default 16) MiB/s for BENCH_SHIP_LOAD_S (default 20) s, synced
 //      every 50 ms, while `dr-ship send --follow` ships them; lag sampled every 100 ms from
 //      --json status lines (the age of the oldest unacknowledged record).
-// Each pair runs BENCH_ROUNDS times (default 2) interleaved, best time counts. Peak memory
+// Each set runs BENCH_ROUNDS times (default 5) interleaved; each figure is the median run
+// (a sync's cost varies from run to run here, so one lucky run must not decide). Peak memory
 // of dr-ship send via /usr/bin/time -f %M.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -17,11 +21,11 @@ import { randomBytes } from 'node:crypto';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { startSshd } from '../lib/sshd.mjs';
-import { faster, must, timed } from '../lib/bench.mjs';
+import { median, must, timed } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const size = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
-const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
 const loadMiB = Number(process.env.BENCH_SHIP_LOAD_MIB ?? 16);
 const loadSeconds = Number(process.env.BENCH_SHIP_LOAD_S ?? 20);
 const root = new URL('../../', import.meta.url).pathname;
@@ -79,14 +83,16 @@ try {
   // warm the page cache for both sides
   must('bash', ['-c', `cat ${segments.map(q).join(' ')} > /dev/null`]);
 
-  const peer = () => {
+  const peer = (durable) => {
     const out = join(dir, 'peer.out');
-    const cmd = `set -o pipefail; cat ${segments.map(q).join(' ')} | ${ssh.map(q).join(' ')} ${q(`cat > ${out}`)}`;
+    const far = durable ? `cat > ${out} && sync ${out}` : `cat > ${out}`;
+    const cmd = `set -o pipefail; cat ${segments.map(q).join(' ')} | ${ssh.map(q).join(' ')} ${q(far)}`;
     const t0 = process.hrtime.bigint();
     must('bash', ['-c', cmd]);
     const s = Number(process.hrtime.bigint() - t0) / 1e9;
     if (statSync(out).size !== segBytes) throw new Error('peer copy is short');
     rmSync(out);
+    spawnSync('sync'); // the next run does not pay for this one's dirty pages
     return s;
   };
   const ship = (compress) => {
@@ -120,33 +126,46 @@ try {
     const remote = `printf 'drship-receive 1 seq=0 group=new compress=brotli\\nack ${srcLast}\\n'; cat > ${out}`;
     const r = timed(drShip, ['send', src, '--once', ...(compress ? ['--compress'] : []), '--', ...ssh, remote]);
     rmSync(out, { force: true });
+    spawnSync('sync');
     return r;
   };
 
   for (const compress of [false, true]) {
-    let best = null;
-    let bestPeer = Infinity;
-    let bestAlone = null;
+    const runs = [];
+    const peers = [];
+    const barePeers = [];
+    const alones = [];
     for (let i = 0; i < rounds; i++) {
-      const p = peer();
-      bestPeer = Math.min(bestPeer, p);
+      const p = peer(true);
+      peers.push({ s: p });
+      const bare = peer(false);
+      barePeers.push({ s: bare });
       const alone = senderOnly(compress);
-      bestAlone = faster(bestAlone, alone);
+      alones.push(alone);
       const d = ship(compress);
       if (d.lastSeq !== srcLast) throw new Error(`replica ends at seq ${d.lastSeq}, source at ${srcLast}`);
-      log(`${compress ? '--compress' : 'plain'} round ${i + 1}: dr-ship ${d.s.toFixed(2)} s (${d.peak} MiB peak, ${(d.done.wire_bytes / MiB).toFixed(0)} MiB on the wire, CPU send+ssh ${d.cpu.toFixed(2)} s, receive ${d.recvCpu.toFixed(2)} s), into cat ${alone.s.toFixed(2)} s, cat|ssh ${p.toFixed(2)} s`);
-      best = faster(best, d);
+      log(`${compress ? '--compress' : 'plain'} round ${i + 1}: dr-ship ${d.s.toFixed(2)} s (${d.peak} MiB peak, ${(d.done.wire_bytes / MiB).toFixed(0)} MiB on the wire, CPU send+ssh ${d.cpu.toFixed(2)} s, receive ${d.recvCpu.toFixed(2)} s), into cat ${alone.s.toFixed(2)} s, cat|ssh with sync ${p.toFixed(2)} s, without ${bare.toFixed(2)} s`);
+      runs.push(d);
     }
-    // one row against the peer's best time
-    const row = (name, r, note) => console.log(JSON.stringify({
-      area: 'ship', name, drkit_s: +r.s.toFixed(3), peer: "cat segments | ssh 'cat > file'", peer_s: +bestPeer.toFixed(3),
-      ratio: +(bestPeer / r.s).toFixed(3), higher_is_better: true, drkit_peak_mib: r.peak, bytes: segBytes, note,
+    const mid = median(runs);
+    const midAlone = median(alones);
+    const midPeer = median(peers).s;
+    const midBarePeer = median(barePeers).s;
+    // one row against one peer's median time
+    const row = (name, r, peerName, peerS, note) => console.log(JSON.stringify({
+      area: 'ship', name, drkit_s: +r.s.toFixed(3), peer: peerName, peer_s: +peerS.toFixed(3),
+      ratio: +(peerS / r.s).toFixed(3), higher_is_better: true, drkit_peak_mib: r.peak, bytes: segBytes, note,
     }));
-    row(compress ? `${size / MiB} MiB over ssh, --compress, half random/half zero` : `${size / MiB} MiB over ssh, plain`, best,
-      `receiver appends, fdatasyncs and acks (the peer does not sync); ${(best.done.wire_bytes / MiB).toFixed(0)} MiB on the wire; `
-        + `CPU of dr-ship send + its ssh client ${best.cpu.toFixed(1)} s, of dr-ship receive ${best.recvCpu.toFixed(1)} s; load average ${loadavg()[0].toFixed(1)} on ${availableParallelism()} CPUs; best of ${rounds}`);
-    row(`${size / MiB} MiB over ssh${compress ? ', --compress' : ', plain'} (diagnostic: dr-ship send into a far end that only does cat > file)`, bestAlone,
-      `no dr-ship receive: a greeting and an ack given at once, then cat > file (nothing decoded, checked, indexed or synced): the ceiling for the row above; CPU of dr-ship send + its ssh client ${bestAlone.cpu.toFixed(1)} s; best of ${rounds}`);
+    const what = `${size / MiB} MiB over ssh, ${compress ? '--compress, half random/half zero' : 'plain'}`;
+    const durablePeer = "cat segments | ssh 'cat > file && sync file'";
+    const barePeer = "cat segments | ssh 'cat > file'";
+    row(what, mid, durablePeer, midPeer,
+      `receiver appends, fdatasyncs and acks; the peer syncs its file too (the same durability); ${(mid.done.wire_bytes / MiB).toFixed(0)} MiB on the wire; `
+        + `CPU of dr-ship send + its ssh client ${mid.cpu.toFixed(1)} s, of dr-ship receive ${mid.recvCpu.toFixed(1)} s; load average ${loadavg()[0].toFixed(1)} on ${availableParallelism()} CPUs; median of ${rounds}`);
+    row(`${what} (against a peer that does not sync)`, mid, barePeer, midBarePeer,
+      `the same dr-ship run against the issue's literal peer, whose bytes are still in the page cache when it returns (written to disk after the clock stops); median of ${rounds}`);
+    row(`${what} (diagnostic: dr-ship send into a far end that only does cat > file)`, midAlone, barePeer, midBarePeer,
+      `no dr-ship receive: a greeting and an ack given at once, then cat > file (nothing decoded, checked, indexed or synced): what the sender and ssh cost; CPU of dr-ship send + its ssh client ${midAlone.cpu.toFixed(1)} s; median of ${rounds}`);
   }
 
   // Lag under a steady write load.
