@@ -1,11 +1,15 @@
 /** Opening inputs and outputs named on the command line, with errors that name them. */
-import { promises as fsp } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { fstatSync, promises as fsp } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { fromSystemError } from '../errors.js';
 
 /** A file path, or "-" / undefined for standard input. Fails early (and clearly) if unreadable. */
 export async function openInput(path: string | undefined): Promise<{ stream: Readable; name: string }> {
-  if (path === undefined || path === '-') return { stream: process.stdin, name: 'standard input' };
+  if (path === undefined || path === '-') {
+    widenPipe(0);
+    return { stream: process.stdin, name: 'standard input' };
+  }
   try {
     const fh = await fsp.open(path, 'r');
     return { stream: fh.createReadStream({ highWaterMark: 1 << 20 }), name: path };
@@ -75,4 +79,34 @@ export async function* readAhead(input: Readable, limit: number): AsyncGenerator
     input.off('close', onEnd);
     input.off('error', onError);
   }
+}
+
+/** What widenPipe() asks for: the most an unprivileged process may (Linux's fs.pipe-max-size default). */
+export const PIPE_BYTES = 1 << 20;
+/** Linux fcntl(2) F_SETPIPE_SZ */
+const F_SETPIPE_SZ = 1031;
+
+/**
+ * Let the pipe on `fd`, when it is one, hold PIPE_BYTES instead of Linux's default 64 KiB
+ * (fcntl F_SETPIPE_SZ; the size belongs to the pipe, so a child holding the same pipe can
+ * set it). A stream read from a 64 KiB pipe stalls the writer upstream whenever this
+ * process is busy with what it read; at the far end of ssh that is sshd, then ssh, then
+ * the sender (dr-ship receive of 1 GiB through loopback ssh, median of 5: 2.83 s instead
+ * of 3.11 s, with --compress 2.15 s instead of 2.44 s). Node has no fcntl, so a one-line
+ * perl makes the call (perl-base is part of every Debian system), about 3 ms once per run.
+ * Returns whether the pipe was widened: without perl, on another system, past the
+ * per-user pipe limit (fs.pipe-user-pages-soft) or on anything but a pipe it stays as it is.
+ */
+export function widenPipe(fd: number, bytes = PIPE_BYTES): boolean {
+  if (process.platform !== 'linux') return false;
+  try {
+    if (!fstatSync(fd).isFIFO()) return false;
+  } catch {
+    return false;
+  }
+  const r = spawnSync('perl', ['-e', `fcntl(STDIN, ${F_SETPIPE_SZ}, $ARGV[0] + 0) or exit 1`, String(bytes)], {
+    stdio: [fd, 'ignore', 'ignore'],
+    timeout: 5000,
+  });
+  return r.status === 0;
 }

@@ -1,6 +1,7 @@
 /** dr-apply: keep replica images current from a journal stream or a journal store. */
 import { openSync } from 'node:fs';
 import { runCli, type CommonArgs, type Context } from '../cli/main.js';
+import { widenPipe } from '../cli/io.js';
 import { createProgress } from '../cli/progress.js';
 import { formatBytes, formatDuration, formatMicros } from '../cli/units.js';
 import { DrError, EXIT, fromSystemError } from '../errors.js';
@@ -104,6 +105,7 @@ async function run(args: ApplyArgs, ctx: Context): Promise<number> {
   if (!args.journal) {
     if (args.stream === undefined || args.stream === '-') {
       if (process.stdin.isTTY) throw new DrError('DR_USAGE', 'standard input is a terminal: give a stream file, pipe one in, or use --journal DIR');
+      widenPipe(0);
       input = { fd: 0, name: 'standard input', fallback: () => process.stdin };
     } else {
       const path = args.stream;

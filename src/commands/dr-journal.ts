@@ -2,7 +2,7 @@
 import { once } from 'node:events';
 import { closeSync, createReadStream, fstatSync, openSync } from 'node:fs';
 import { runCli, type CommonArgs, type Context } from '../cli/main.js';
-import { readAhead } from '../cli/io.js';
+import { readAhead, widenPipe } from '../cli/io.js';
 import { formatBytes, formatMicros, parseDuration, parseSize, parseTime } from '../cli/units.js';
 import { DrError, EXIT, fromSystemError } from '../errors.js';
 import { nowMicros } from '../format/codec.js';
@@ -212,6 +212,7 @@ function openAppendInput(file: string, signal: AbortSignal): AppendInput {
     /* not a file: read it as a stream */
   }
   if (!regular) {
+    widenPipe(fd);
     const stream = fd === 0 ? process.stdin : createReadStream('', { fd, autoClose: false });
     signal.addEventListener('abort', () => stream.destroy(), { once: true });
     // read ahead (io.ts): a pipe keeps flowing while a write is waited for; a stop ends it quietly

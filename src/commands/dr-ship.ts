@@ -1,5 +1,6 @@
 /** dr-ship: move a journal to the recovery site over any byte pipe (typically ssh). */
 import { runCli, type CommonArgs } from '../cli/main.js';
+import { widenPipe } from '../cli/io.js';
 import { parseDuration, parseSize, formatBytes } from '../cli/units.js';
 import { DrError, EXIT } from '../errors.js';
 import { Sender } from '../transport/sender.js';
@@ -78,6 +79,7 @@ export function main(argv: string[]): Promise<number> {
           // yargs hands a lone "-" over as an empty string
           if (args.source === '-' || args.source === '') {
             if (args.follow) ctx.log.debug('--follow is implied when reading standard input');
+            widenPipe(0);
             source = new StdinSource(process.stdin, bufferBytes);
           } else {
             source = new StoreSource(args.source, Boolean(args.follow), ctx.log);
@@ -96,6 +98,7 @@ export function main(argv: string[]): Promise<number> {
         'The far end: append the incoming stream to the journal store DIR and acknowledge durable seqs',
         (c) => c.positional('dir', { type: 'string', description: 'journal store directory (created if absent)', demandOption: true }),
         wrap<CommonArgs & { dir: string }>(async (args, ctx) => {
+          if (!widenPipe(0)) ctx.log.debug('standard input: pipe size left as it is');
           const r = await receive(args.dir, { input: process.stdin, output: process.stdout, log: ctx.log });
           ctx.log.debug(`received seq ${r.firstSeq}..${r.lastSeq} (${r.records} records, ${formatBytes(r.bytes)})`);
           return EXIT.OK;

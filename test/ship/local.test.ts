@@ -9,7 +9,7 @@ import { StreamWriter } from '../../src/format/codec.js';
 import { newId } from '../../src/format/layout.js';
 import { parseSchedule, windowAt } from '../../src/transport/schedule.js';
 import { makeJournal, digestJournal, VOLUME_SIZE } from '../helpers/ship-journal.js';
-import { DR_SHIP, childPids, killLeftovers, run, waitFor } from '../helpers/ship-run.js';
+import { BIN, DR_SHIP, childPids, killLeftovers, run, waitFor } from '../helpers/ship-run.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'drkit-shiplocal-'));
 t.teardown(() => {
@@ -151,6 +151,25 @@ t.test('the receiver acknowledges the last records of a burst without more input
   }
   t.ok(Date.now() - started < 10_000, `acknowledged within ${Date.now() - started} ms`);
   t.equal((await digestJournal(dst)).lastSeq, n, 'all of it stored');
+});
+
+t.test('a stream piped in: the pipe is widened to 1 MiB so the writer upstream runs ahead', async (t) => {
+  const stream = path.join(tmp, 'piped.drs');
+  writeFileSync(stream, streamBytes(16, 64 * 1024));
+  // The writer side of a real shell pipe asks the pipe's size (fcntl F_GETPIPE_SZ, 1032)
+  // until the reader has set it, says what it saw on stderr, then sends its bytes.
+  // (fd 3: the pipe, as standard output is the command substitution's own pipe in $(...))
+  const sizeThenSend = (first: string) => `exec 3>&1; for i in $(seq 200); do s=$(perl -e 'open(my $p, ">&=", 3) or die; print fcntl($p, 1032, 0)'); [ "$s" = 1048576 ] && break; sleep 0.05; done; echo "pipe size $s" >&2; ${first}cat ${stream}`;
+  const dst = path.join(tmp, 'piped-dst');
+  const recv = await run('bash', ['-c', `{ ${sizeThenSend("printf 'drship-send 1 compress=none from=1\\n'; ")}; } | ${DR_SHIP} receive ${dst}`]).done;
+  t.equal(recv.code, 0, recv.stderr);
+  t.match(recv.stderr, /^pipe size 1048576$/m, 'dr-ship receive widened its standard input');
+  t.match(recv.stdout, /^ack 16$/m, 'and stored and acknowledged the stream');
+  const store = path.join(tmp, 'piped-store');
+  const app = await run('bash', ['-c', `{ ${sizeThenSend('')}; } | ${BIN}dr-journal append ${store}`]).done;
+  t.equal(app.code, 0, app.stderr);
+  t.match(app.stderr, /^pipe size 1048576$/m, 'dr-journal append too');
+  t.match(app.stderr, /appended 16 record\(s\)/);
 });
 
 t.test('the receiver refuses what it does not understand', async (t) => {
