@@ -48,6 +48,7 @@ export function main(argv: string[]): Promise<number> {
           const untilSeq = args.until !== undefined ? store.resolvePoint(args.until).seq : undefined;
           const sinceTime = args.since !== undefined ? parseTime(args.since) : undefined;
           if (args.follow) ctx.handlesStop();
+          widenPipe(1);
           // write by hand (not pipeline): a store error then reaches the user as itself, not as a stdout error;
           // a chunk's read buffer is reused once stdout has taken it
           for await (const c of store.catChunks({ fromSeq: args.from, sinceTime, untilSeq, follow: args.follow, signal: ctx.signal })) {

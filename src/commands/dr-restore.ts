@@ -1,5 +1,6 @@
 /** dr-restore: any volume of the group as it was at any point of the history window. */
 import { runCli, type CommonArgs, type Context } from '../cli/main.js';
+import { widenPipe } from '../cli/io.js';
 import { createProgress } from '../cli/progress.js';
 import { formatBytes, formatDuration, formatMicros, parseSize } from '../cli/units.js';
 import { DrError, EXIT } from '../errors.js';
@@ -217,6 +218,7 @@ async function restoreOne(store: JournalStore, point: RestorePoint, args: Restor
   if (toStdout && process.stdout.isTTY) throw new DrError('DR_USAGE', 'refusing to write a volume image to a terminal: redirect standard output or use --out FILE');
   if (toStdout && ctx.json) throw new DrError('DR_USAGE', '--json writes to standard output, which --out - uses for the image');
   if (!toStdout) await checkOutput(args.out!, Boolean(args.force)); // refuse before opening anything
+  else widenPipe(1);
   const reader = await openReader(store, point, vol.size, args.jobs);
   const { progress, onProgress } = progressFor(ctx, vol.size, vol.name);
   try {
@@ -249,6 +251,7 @@ async function tarGroup(store: JournalStore, point: RestorePoint, args: RestoreA
   if (file === null && process.stdout.isTTY) throw new DrError('DR_USAGE', 'refusing to write a tar to a terminal: redirect standard output or name a file: --tar FILE');
   if (file === null && ctx.json) throw new DrError('DR_USAGE', '--json writes to standard output, which --tar uses for the tar: name a file with --tar FILE');
   const kind = file === null ? null : await checkOutput(file, Boolean(args.force));
+  if (file === null) widenPipe(1);
   const total = vols.reduce((n, v) => n + v.size, 0);
   const reader = await openReader(store, point, total, args.jobs);
   const { progress, onProgress } = progressFor(ctx, total, 'tar');

@@ -4,6 +4,7 @@
  */
 import { closeSync, createWriteStream, fsyncSync, openSync } from 'node:fs';
 import type { Writable } from 'node:stream';
+import { widenPipe } from '../cli/io.js';
 import { DrError, fromSystemError } from '../errors.js';
 
 export interface StreamOutput {
@@ -21,6 +22,7 @@ export function openStreamOutput(path: string | undefined, what = 'binary journa
     if (process.stdout.isTTY) {
       throw new DrError('DR_USAGE', `refusing to write a ${what} to a terminal: redirect standard output or use --output FILE`);
     }
+    widenPipe(1);
     return { out: process.stdout, fd: 1, name: 'standard output', stdoutFree: false, close: async () => undefined };
   }
   let fd: number;

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import { DrError, fromSystemError } from '../errors.js';
 import { checkVolumeName, idToString, isPowerOfTwo, LIMITS, newId } from '../format/layout.js';
 import type { Logger } from '../cli/log.js';
+import { widenPipe } from '../cli/io.js';
 import { createProgress } from '../cli/progress.js';
 import { formatBytes } from '../cli/units.js';
 import { ControlServer } from './control.js';
@@ -114,6 +115,7 @@ export async function runNbdTap(o: TapOptions): Promise<number> {
       }
       const st = state;
       openAll(st?.volumes ?? [], (n) => Boolean(st?.volumes.find((v) => v.name === n)?.baselined), `state file ${o.state}`);
+      widenPipe(1); // the NBD write path is not held up by a 64 KiB pipe while the reader is busy
       sink = new StreamSink(1, 'standard output', { groupId: state?.groupId ?? newId(), firstSeq: state?.nextSeq ?? 1, volumes: decls });
     }
   } catch (err) {

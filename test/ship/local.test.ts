@@ -153,7 +153,7 @@ t.test('the receiver acknowledges the last records of a burst without more input
   t.equal((await digestJournal(dst)).lastSeq, n, 'all of it stored');
 });
 
-t.test('a stream piped in: the pipe is widened to 1 MiB so the writer upstream runs ahead', async (t) => {
+t.test('streams piped in and out: the pipe is widened to 1 MiB so the writer runs ahead of the reader', async (t) => {
   const stream = path.join(tmp, 'piped.drs');
   writeFileSync(stream, streamBytes(16, 64 * 1024));
   // The writer side of a real shell pipe asks the pipe's size (fcntl F_GETPIPE_SZ, 1032)
@@ -170,6 +170,12 @@ t.test('a stream piped in: the pipe is widened to 1 MiB so the writer upstream r
   t.equal(app.code, 0, app.stderr);
   t.match(app.stderr, /^pipe size 1048576$/m, 'dr-journal append too');
   t.match(app.stderr, /appended 16 record\(s\)/);
+  // and the other way: dr-journal cat widens the pipe it writes into (the reader asks its standard input)
+  const readSize = `for i in $(seq 200); do s=$(perl -e 'print fcntl(STDIN, 1032, 0)'); [ "$s" = 1048576 ] && break; sleep 0.05; done; echo "pipe size $s" >&2; wc -c`;
+  const cat = await run('bash', ['-c', `set -o pipefail; ${BIN}dr-journal cat ${store} | { ${readSize}; }`]).done;
+  t.equal(cat.code, 0, cat.stderr);
+  t.match(cat.stderr, /^pipe size 1048576$/m, 'dr-journal cat widened its standard output');
+  t.ok(Number(cat.stdout.trim()) > 16 * 64 * 1024, 'and wrote the stream through it');
 });
 
 t.test('the receiver refuses what it does not understand', async (t) => {
