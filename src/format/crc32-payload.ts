@@ -9,10 +9,10 @@
  * multiplication instead of 4096 table steps.
  */
 import { crc32 } from 'node:zlib';
+import { isZero } from './zeros.js';
 
 const POLY = 0xedb88320;
 const PAGE = 4096;
-const ZEROS = Buffer.alloc(PAGE);
 
 /** a * b modulo the CRC polynomial (both in the reflected bit order zlib uses). */
 function multModP(a: number, b: number): number {
@@ -36,9 +36,9 @@ const PAGE_SHIFT = (() => {
   return t;
 })();
 /** CRC-32 of a page of zeros on its own */
-const PAGE_ZEROS_CRC = crc32(ZEROS);
+const PAGE_ZEROS_CRC = crc32(Buffer.alloc(PAGE));
 
-/** crc32(ZEROS, crc): `crc` continued over one page of zeros. */
+/** `crc` continued over one page of zeros (zlib.crc32 of them, arithmetically). */
 export function crc32ZeroPage(crc: number): number {
   return (multModP(PAGE_SHIFT, crc) ^ PAGE_ZEROS_CRC) >>> 0;
 }
@@ -49,8 +49,7 @@ export function crc32Payload(b: Buffer, crc = 0): number {
   if (n < 2 * PAGE) return crc32(b, crc);
   let from = 0; // start of the bytes not yet in `crc`
   for (let at = 0; at + PAGE <= n; at += PAGE) {
-    // most pages of real data fail on their first or last word; only candidates are compared whole
-    if (b.readUInt32LE(at) !== 0 || b.readUInt32LE(at + PAGE - 4) !== 0 || b.compare(ZEROS, 0, PAGE, at, at + PAGE) !== 0) continue;
+    if (!isZero(b, at, at + PAGE)) continue;
     if (at > from) crc = crc32(b.subarray(from, at), crc);
     crc = crc32ZeroPage(crc);
     from = at + PAGE;

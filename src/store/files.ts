@@ -24,7 +24,6 @@ export function fsyncDir(dir: string): void {
   }
 }
 
-/** Write a whole file durably: temp file, fsync, rename, fsync directory. */
 /** The temporary name `file` is written under before its rename (prune removes those of dead processes). */
 export function tempPath(file: string): string {
   return `${file}.tmp.${process.pid}`;
@@ -36,6 +35,7 @@ export function tempPathOwner(name: string): number | null {
   return m ? Number(m[1]) : null;
 }
 
+/** Write a whole file durably: temp file, fsync, rename, fsync directory. */
 export function writeFileDurable(file: string, data: Buffer | string | Array<Buffer>): void {
   const tmp = tempPath(file);
   let fd: number | null = null;

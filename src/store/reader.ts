@@ -84,7 +84,7 @@ async function* rawRecords(store: JournalStore, start: number, opts: RecordsOpti
       throw ioError(err, `cannot open segment ${data}`);
     }
     file = data;
-    walker = opts.buffers ? new RecordWalker(fd, data, 0, Infinity, opts.buffers.size, opts.buffers) : new RecordWalker(fd, data, 0, Infinity, 1 << 20);
+    walker = new RecordWalker(fd, data, 0, Infinity, opts.buffers?.size ?? 1 << 20, opts.buffers);
     const head = walker.header();
     if (!head) throw new DrError('DR_STORE_CORRUPT', `segment ${data} has no stream header`);
     volumes = [];

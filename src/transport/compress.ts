@@ -27,6 +27,7 @@ import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { DrError } from '../errors.js';
 import { ByteQueue } from '../format/byte-queue.js';
+import { isZero } from '../format/zeros.js';
 import { ReusableSlabs } from './slabs.js';
 
 export const FRAME_HEADER = 9;
@@ -73,11 +74,6 @@ function entropyBits(b: Buffer, start: number, end: number): number {
     }
   }
   return h;
-}
-
-/** Bytes start..end of `b` are all zero (no view made: this runs for every page sent). */
-function isZero(b: Buffer, start: number, end: number): boolean {
-  return b.compare(ZERO_BLOCK, 0, end - start, start, end) === 0;
 }
 
 async function encodeBlock(raw: Buffer): Promise<Buffer[]> {
