@@ -7,7 +7,7 @@ bash scripts/install-peers.sh || { echo "test: could not install the test peers"
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund >/dev/null || { echo "test: npm ci failed" >&2; exit 3; }
 fi
-npm run --silent build || { echo "test: build (tsc) failed" >&2; exit 2; }
+npm run --silent build || { echo "test: build (tsc, yargs bundle) failed" >&2; exit 2; }
 log=$(mktemp)
 npx tap --reporter=tap "$@" 2>&1 | tee "$log" | grep -E '^(not ok|ok|#)' | grep -vE '^# (Subtest|time=)' 
 status=${PIPESTATUS[0]}

@@ -6,9 +6,11 @@
  * SIGINT/SIGTERM through an AbortSignal the command watches.
  */
 import { readFileSync } from 'node:fs';
-import yargs, { type Argv } from 'yargs';
+import type { Argv } from 'yargs';
+// yargs bundled into one module by the build (scripts/bundle-yargs.mjs): it starts in half the time
+import yargs from '../vendor/yargs.js';
 import { DrError, EXIT, fromSystemError } from '../errors.js';
-import { createLogger, type Logger } from './log.js';
+import { createLogger, loadColours, type Logger } from './log.js';
 
 export interface CommonArgs {
   quiet?: boolean;
@@ -49,6 +51,7 @@ export async function runCli(
   argv: string[],
   build: (y: Argv<CommonArgs>, wrap: <A>(h: Handler<A>) => (args: any) => Promise<void>) => Argv<unknown>,
 ): Promise<number> {
+  await loadColours();
   const log = createLogger(prog);
   const controller = new AbortController();
   let graceful = false;

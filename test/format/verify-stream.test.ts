@@ -61,6 +61,16 @@ t.test('usage errors exit 2 with a hint; --help and --version work', async (t) =
   t.match(missing.stderr, /cannot open \/nonexistent\/x.drj: no such file or directory \(DR_IO\)/);
 });
 
+t.test('yargs, bundled by the build, still finds its own locale files', async (t) => {
+  // scripts/bundle-yargs.mjs: inside the bundle, yargs must look where the package is
+  const de = await run('dr-verify', ['--help'], { env: { LANG: 'de_DE.UTF-8', LC_ALL: '', LC_MESSAGES: '' } });
+  t.equal(de.code, 0);
+  t.match(de.stdout.toString(), /^Kommandos:$/m);
+  const fr = await run('dr-verify', ['stream', 'a', 'b'], { env: { LC_ALL: 'fr_FR.UTF-8' } });
+  t.equal(fr.code, 2);
+  t.match(fr.stderr, /Argument inconnu : b \(see dr-verify --help\) \(DR_USAGE\)/);
+});
+
 t.test('NO_COLOR honoured; colour only when forced', async (t) => {
   const plain = await run('dr-verify', ['stream', fixture('live')], { env: { NO_COLOR: '1' } });
   t.notMatch(plain.stderr, /\u001b\[/);
