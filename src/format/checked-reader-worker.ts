@@ -1,27 +1,34 @@
 /**
- * Worker thread of CheckedFileReader: reads the file into the shared buffers in turn
- * (waiting while all of them are held by the reader's user), walks each chunk's record
- * CRCs (RecordCrcWalker) and tells the main thread how much it read and how far the
- * stream is verified.
+ * Worker thread of CheckedFileReader. The main thread reads the first chunks itself while
+ * this thread starts; once it is up it says so (CTRL.ready), and the main thread hands it the reading:
+ * how many chunks were read and where the CRC walk stands. From there it reads the file
+ * into the shared buffers in turn (waiting while all of them are held by the reader's
+ * user), walks each chunk's record CRCs (RecordCrcWalker) and tells the main thread how
+ * much it read and how far the stream is verified.
  */
 import { readSync } from 'node:fs';
-import { parentPort, workerData } from 'node:worker_threads';
-import { RecordCrcWalker } from './crc-walker.js';
+import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
+import { RecordCrcWalker, type WalkerState } from './crc-walker.js';
+import { CTRL } from './checked-reader-control.js';
 
 const { fd, buffers, control } = workerData as { fd: number; buffers: SharedArrayBuffer[]; control: SharedArrayBuffer };
-/** [0]: chunks the main thread has released so far; [1]: 1 = stop; [2]: 1 = this thread is waiting (wake it) */
 const ctrl = new Int32Array(control);
 const bufs = buffers.map((b) => Buffer.from(b));
-const walker = new RecordCrcWalker();
 
-for (let k = 0; ; k++) {
+Atomics.store(ctrl, CTRL.ready, 1);
+while (Atomics.load(ctrl, CTRL.handedOver) === 0) Atomics.wait(ctrl, CTRL.handedOver, 0);
+const handOver = receiveMessageOnPort(parentPort!)?.message as { k: number; walker: WalkerState } | undefined;
+if (Atomics.load(ctrl, CTRL.stop) !== 0 || handOver === undefined) process.exit(0);
+const walker = RecordCrcWalker.resume(handOver.walker);
+
+for (let k = handOver.k; ; k++) {
   for (;;) {
-    const released = Atomics.load(ctrl, 0);
-    if (Atomics.load(ctrl, 1) !== 0) process.exit(0);
+    const released = Atomics.load(ctrl, CTRL.released);
+    if (Atomics.load(ctrl, CTRL.stop) !== 0) process.exit(0);
     if (k - released < bufs.length) break;
-    Atomics.store(ctrl, 2, 1);
-    if (Atomics.load(ctrl, 0) === released && Atomics.load(ctrl, 1) === 0) Atomics.wait(ctrl, 0, released);
-    Atomics.store(ctrl, 2, 0);
+    Atomics.store(ctrl, CTRL.waiting, 1);
+    if (Atomics.load(ctrl, CTRL.released) === released && Atomics.load(ctrl, CTRL.stop) === 0) Atomics.wait(ctrl, CTRL.released, released);
+    Atomics.store(ctrl, CTRL.waiting, 0);
   }
   const buf = bufs[k % bufs.length]!;
   let n: number;

@@ -11,6 +11,15 @@ import { crc32Short } from './crc32-short.js';
 import { crc32Payload } from './crc32-payload.js';
 import { HEADER_SIZE, LIMITS, RECORD_HEADER_SIZE } from './layout.js';
 
+/** Where a walk stands, to go on with it on another thread (plain data: it can be posted). */
+export interface WalkerState {
+  verifiedEnd: number;
+  stopped: boolean;
+  skip: number;
+  carry: Uint8Array | null;
+  carried: number;
+}
+
 export class RecordCrcWalker {
   /** stream offset up to which every record's CRCs were found to match */
   verifiedEnd: number;
@@ -24,6 +33,22 @@ export class RecordCrcWalker {
   constructor(streamHeaderSize = HEADER_SIZE) {
     this.skip = streamHeaderSize;
     this.verifiedEnd = streamHeaderSize;
+  }
+
+  /** Where this walk stands; resume() goes on from there (the next chunk follows the last one pushed here). */
+  state(): WalkerState {
+    const carry = this.carry === null ? null : new Uint8Array(this.carry);
+    return { verifiedEnd: this.verifiedEnd, stopped: this.stopped, skip: this.skip, carry, carried: this.carried };
+  }
+
+  static resume(s: WalkerState): RecordCrcWalker {
+    const w = new RecordCrcWalker(0);
+    w.verifiedEnd = s.verifiedEnd;
+    w.stopped = s.stopped;
+    w.skip = s.skip;
+    w.carry = s.carry === null ? null : Buffer.from(s.carry.buffer, s.carry.byteOffset, s.carry.length);
+    w.carried = s.carried;
+    return w;
   }
 
   /** Walk the next chunk of the stream; returns verifiedEnd. */

@@ -65,3 +65,24 @@ t.test('the parser trusts only what it was told, and still reports a bad record 
   // told (wrongly) that the damaged record is fine, the parser does skip its check: the trust is real
   t.equal(errorOf((p) => p.trustChecksumsBelow(end)), 'no error');
 });
+
+t.test('a walk handed to another thread goes on exactly where it stood', async (t) => {
+  // CheckedFileReader walks the first chunks on the main thread, then posts state() to its
+  // reader thread, which resume()s: at any split, the result must be the unsplit walk's
+  const good = genStream({ seed: 9, records: 60, flushEvery: 7, maxBlocks: 3 }).bytes;
+  const bad = Buffer.from(good);
+  bad[good.length - 200] = bad[good.length - 200]! ^ 0x10;
+  for (const [what, bytes] of [['intact', good], ['damaged near the end', bad]] as const) {
+    const whole = walk(bytes, () => bytes.length);
+    let differ = 0;
+    for (let cut = 1; cut < bytes.length; cut += 97) {
+      const first = new RecordCrcWalker();
+      first.push(bytes.subarray(0, cut));
+      const second = RecordCrcWalker.resume(structuredClone(first.state()));
+      let end = second.verifiedEnd;
+      for (let at = cut; at < bytes.length; at += 1000) end = second.push(bytes.subarray(at, Math.min(at + 1000, bytes.length)));
+      if (end !== whole) differ++;
+    }
+    t.equal(differ, 0, `${what}: the same verified end at every split (${whole})`);
+  }
+});

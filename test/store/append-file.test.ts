@@ -61,3 +61,38 @@ t.test('append < file: many read chunks and segment switches, resend, corrupt re
   t.equal(c.status, 0, c.err);
   t.same(decode(c.stdout).records.map(plain), g.records.slice(0, victim - 1).map(plain), 'the valid prefix is stored');
 });
+
+t.test('append < a file larger than the head start: main thread first, then a reader thread', async (t) => {
+  // CheckedFileReader reads the first chunks on the main thread while its reader thread
+  // starts, then hands it the reading (and the CRC walk, mid-record): the records must come
+  // out exactly, and a damaged record after the hand-over is reported as always
+  const dir = tmpdir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const g = genStream({ seed: 92, records: 1600, flushEvery: 40, maxBlocks: 32, volumes: [{ name: 'd', size: 64 << 20, blockSize: 4096 }] });
+  t.ok(g.bytes.length > 64 << 20, `stream of ${g.bytes.length} bytes`);
+  const file = path.join(dir, 's.drj');
+  fs.writeFileSync(file, g.bytes);
+
+  const store = path.join(dir, 'j');
+  let r = appendFromFile(store, file, ['-v']);
+  t.equal(r.status, 0, r.err);
+  const read = /standard input: (\d+) MiB read on the main thread, the rest on a reader thread/.exec(r.err);
+  t.ok(read, `a reader thread took over: ${r.err.trim().split('\n').at(-1)}`);
+  t.ok(read && Number(read[1]) * (1 << 20) < g.bytes.length - (1 << 20), 'before the last chunk');
+  const c = journal(['cat', store]);
+  t.equal(c.status, 0, c.err);
+  t.same(decode(c.stdout).records.map(plain), g.records.map(plain), 'records equal the input');
+
+  // a bad payload byte in the last MiB
+  const victim = g.records.findLast((rec) => rec.type === 'write' && g.ranges.get(rec.seq)![1] < g.bytes.length - 100)!.seq;
+  const [start, end] = g.ranges.get(victim)!;
+  t.ok(start > g.bytes.length - (1 << 20), 'the damaged record is in the last read chunk');
+  const bad = Buffer.from(g.bytes);
+  bad[end - 10] = bad[end - 10]! ^ 0xff;
+  const badFile = path.join(dir, 'bad.drj');
+  fs.writeFileSync(badFile, bad);
+  r = appendFromFile(path.join(dir, 'j2'), badFile);
+  t.equal(r.status, 2, 'exit 2');
+  t.equal(r.err, `dr-journal: error: record checksum mismatch (seq ${victim}) at byte ${start} (last good seq ${victim - 1}) (DR_BAD_CHECKSUM)\n`, 'one line naming the record and byte');
+  t.equal(journal(['last', path.join(dir, 'j2')]).stdout.toString(), `${victim - 1}\n`, 'everything before it is stored');
+});
