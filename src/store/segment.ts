@@ -143,10 +143,7 @@ export class SegmentBuilder {
     s.lastTime = rec.time;
     s.dataEnd = s.size = offset + length;
     this.offsets.push(offset);
-    if (offset - this.lastSparse >= SPARSE_EVERY) {
-      s.sparse.push([rec.seq, rec.time, offset]);
-      this.lastSparse = offset;
-    }
+    if (offset - this.lastSparse >= SPARSE_EVERY) this.addSparse(rec, offset);
     switch (rec.type) {
       case 'write':
         this.extents.push(rec.seq, rec.volume, rec.offset, rec.data.length, offset + RECORD_HEADER_SIZE + 16);
@@ -157,15 +154,27 @@ export class SegmentBuilder {
         s.zeroBytes += rec.length;
         break;
       case 'flush':
-        s.flushes.push([rec.seq, rec.time]);
-        break;
       case 'mark':
-        s.marks.push({ seq: rec.seq, time: rec.time, name: rec.name, kind: rec.kind, id: idToString(rec.id) });
+        this.addPoint(rec);
         break;
       default:
         break;
     }
     s.extentCount = this.extents.length;
+  }
+
+  // The rarer entries are added by methods of their own, which the optimiser does not
+  // inline into addRecord(): the first entry of each segment's new (empty) arrays changes
+  // their element kind, which would otherwise throw addRecord's optimised code away once
+  // more for every segment (the journal bench: 5 optimisations of it per GiB instead of 1).
+  private addSparse(rec: SequencedRecord, offset: number): void {
+    this.summary.sparse.push([rec.seq, rec.time, offset]);
+    this.lastSparse = offset;
+  }
+
+  private addPoint(rec: SequencedRecord): void {
+    if (rec.type === 'flush') this.summary.flushes.push([rec.seq, rec.time]);
+    else if (rec.type === 'mark') this.summary.marks.push({ seq: rec.seq, time: rec.time, name: rec.name, kind: rec.kind, id: idToString(rec.id) });
   }
 
   /** The END trailer for what has been added so far. */
@@ -402,15 +411,8 @@ export function writeIndex(file: string, summary: SegmentSummary, extents: Float
 /** The bytes of an index file (layout above). */
 export function encodeIndex(summary: SegmentSummary, extents: Float64Array): Buffer[] {
   const n = extents.length / EXTENT_FIELDS;
-  let maxExtentLength = 0;
-  for (let i = 0; i < n; i++) maxExtentLength = Math.max(maxExtentLength, extents[i * EXTENT_FIELDS + 3]!);
-  const order = extentOrder(extents, n);
-  const sorted = new Float64Array(extents.length);
-  for (let i = 0; i < n; i++) {
-    const from = order[i]! * EXTENT_FIELDS;
-    const to = i * EXTENT_FIELDS;
-    for (let f = 0; f < EXTENT_FIELDS; f++) sorted[to + f] = extents[from + f]!;
-  }
+  const maxExtentLength = longestExtent(extents, n);
+  const sorted = rowsInOrder(extents, extentOrder(extents, n));
   const json = Buffer.from(JSON.stringify({ ...summary, sortedExtents: true, maxExtentLength }));
   const head = Buffer.alloc(16);
   IDX_MAGIC.copy(head, 0);
@@ -426,6 +428,27 @@ export function encodeIndex(summary: SegmentSummary, extents: Float64Array): Buf
   const tail2 = Buffer.alloc(4);
   tail2.writeUInt32LE(crc32(sext), 0);
   return [head, json, pad, ext, tail, pad2, sext, tail2];
+}
+
+// The loops of encodeIndex() are functions of their own: called once per sealed segment,
+// each is optimised once and stays so (inside encodeIndex they were optimised mid-loop and
+// thrown away again at the code after them, for every segment).
+
+function longestExtent(extents: Float64Array, n: number): number {
+  let max = 0;
+  for (let i = 0; i < n; i++) max = Math.max(max, extents[i * EXTENT_FIELDS + 3]!);
+  return max;
+}
+
+/** A copy of an extent table with its rows in `order`. */
+function rowsInOrder(extents: Float64Array, order: Uint32Array): Float64Array {
+  const sorted = new Float64Array(extents.length);
+  for (let i = 0; i < order.length; i++) {
+    const from = order[i]! * EXTENT_FIELDS;
+    const to = i * EXTENT_FIELDS;
+    for (let f = 0; f < EXTENT_FIELDS; f++) sorted[to + f] = extents[from + f]!;
+  }
+  return sorted;
 }
 
 /**
@@ -476,7 +499,9 @@ function extentOrder(extents: Float64Array, n: number): Uint32Array {
       const row = from[i]!;
       to[counts[(keys[row]! >>> shift) & 2047]!++] = row;
     }
-    [from, to] = [to, from];
+    const swap = from;
+    from = to;
+    to = swap;
   }
   return from;
 }
