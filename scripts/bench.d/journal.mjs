@@ -1,7 +1,7 @@
 // dr-journal / journal store benchmarks, each drkit figure next to its peer in the same run:
 //   1. append: `dr-journal append DIR < stream` (durable: fdatasync at the end) vs
 //      `cat stream > file && sync file` of the same bytes on the same disk, BENCH_ROUNDS
-//      (default 3) alternating rounds, the median of each
+//      (default 5) alternating rounds, the median of each
 //   2. cat --from a seq near the end of the journal vs near the start: time to the first byte
 //   3. restore at the latest point of a 1 GiB (BENCH_SIZE_MIB) volume through the point-in-time
 //      reader (writing an image file) vs `cp` of an image of the same size
@@ -46,7 +46,8 @@ if (process.argv[2] === '--restore-child') {
 }
 
 const size = Number(process.env.BENCH_SIZE_MIB ?? 1024) * MiB;
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+// 5: a run of either side varies by 5-15% on this VM from one minute to the next
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const dir = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), 'drkit-bench-journal-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 
