@@ -229,8 +229,8 @@ function openAppendInput(file: string, signal: AbortSignal, log: Logger): Append
     release: () => reader.release(),
     stop: () => void reader.close(),
     close: async () => {
-      const { mainThreadChunks, readerThread } = reader.readAt;
-      log.debug(`${name}: ${mainThreadChunks} MiB read on the main thread${readerThread ? ', the rest on a reader thread' : ''}`);
+      const { mainThreadBytes, readerThread } = reader.readAt;
+      log.debug(`${name}: ${formatBytes(mainThreadBytes)} read on the main thread${readerThread ? ', the rest on a reader thread' : ''}`);
       await reader.close();
       closeFd();
     },

@@ -45,8 +45,9 @@ export class CheckedFileReader {
   private stopped = false;
   /** the walk of the head start; null once the worker reads */
   private walker: RecordCrcWalker | null = new RecordCrcWalker();
-  /** chunks read by the head start */
+  /** chunks and bytes read by the head start */
   private readHere = 0;
+  private readHereBytes = 0;
 
   /**
    * `fd` is read from its current position. `buffers` chunks of `chunkSize` bytes are in
@@ -111,9 +112,9 @@ export class CheckedFileReader {
     }
   }
 
-  /** For diagnostics: chunks read on this thread, and whether a reader thread read the rest. */
-  get readAt(): { mainThreadChunks: number; readerThread: boolean } {
-    return { mainThreadChunks: this.readHere, readerThread: this.walker === null };
+  /** For diagnostics: bytes read on this thread, and whether a reader thread read the rest. */
+  get readAt(): { mainThreadBytes: number; readerThread: boolean } {
+    return { mainThreadBytes: this.readHereBytes, readerThread: this.walker === null };
   }
 
   /** Head start: read and walk the next chunk on this thread; null at the end of the file. */
@@ -127,6 +128,7 @@ export class CheckedFileReader {
     }
     if (n === 0) return null;
     this.readHere++;
+    this.readHereBytes += n;
     const chunk = buf.subarray(0, n);
     return { chunk, verifiedEnd: this.walker!.push(chunk) };
   }
