@@ -6,10 +6,9 @@
  * user), walks each chunk's record CRCs (RecordCrcWalker) and tells the main thread how
  * much it read and how far the stream is verified.
  */
-import { readSync } from 'node:fs';
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { RecordCrcWalker, type WalkerState } from './crc-walker.js';
-import { CTRL } from './checked-reader-control.js';
+import { CTRL, readChunk } from './checked-reader-shared.js';
 
 const { fd, buffers, control } = workerData as { fd: number; buffers: SharedArrayBuffer[]; control: SharedArrayBuffer };
 const ctrl = new Int32Array(control);
@@ -30,16 +29,14 @@ for (let k = handOver.k; ; k++) {
     if (Atomics.load(ctrl, CTRL.released) === released && Atomics.load(ctrl, CTRL.stop) === 0) Atomics.wait(ctrl, CTRL.released, released);
     Atomics.store(ctrl, CTRL.waiting, 0);
   }
-  const buf = bufs[k % bufs.length]!;
-  let n: number;
+  let read: { n: number; verifiedEnd: number };
   try {
-    n = readSync(fd, buf, 0, buf.length, null);
+    read = readChunk(fd, bufs[k % bufs.length]!, walker);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     parentPort!.postMessage({ k, error: { message: e.message, code: e.code, errno: e.errno, syscall: e.syscall } });
     break;
   }
-  const verifiedEnd = n > 0 ? walker.push(buf.subarray(0, n)) : walker.verifiedEnd;
-  parentPort!.postMessage({ k, n, verifiedEnd });
-  if (n === 0) break;
+  parentPort!.postMessage({ k, ...read });
+  if (read.n === 0) break;
 }

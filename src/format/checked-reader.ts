@@ -15,12 +15,12 @@
  * small enough to be through in about that time is read on the main thread alone, and no
  * worker is started.
  */
-import { fstatSync, readSync } from 'node:fs';
+import { fstatSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import { fromSystemError } from '../errors.js';
 import { RecordCrcWalker } from './crc-walker.js';
-import { CTRL } from './checked-reader-control.js';
+import { CTRL, readChunk } from './checked-reader-shared.js';
 
 /** files up to this size are read on the main thread only */
 const NO_WORKER_BELOW = 16 << 20;
@@ -120,17 +120,16 @@ export class CheckedFileReader {
   /** Head start: read and walk the next chunk on this thread; null at the end of the file. */
   private readChunkHere(): CheckedChunk | null {
     const buf = this.bufs[this.readHere % this.bufs.length]!;
-    let n: number;
+    let read: { n: number; verifiedEnd: number };
     try {
-      n = readSync(this.fd, buf, 0, buf.length, null);
+      read = readChunk(this.fd, buf, this.walker!);
     } catch (err) {
       throw fromSystemError(err, `cannot read ${this.name}`);
     }
-    if (n === 0) return null;
+    if (read.n === 0) return null;
     this.readHere++;
-    this.readHereBytes += n;
-    const chunk = buf.subarray(0, n);
-    return { chunk, verifiedEnd: this.walker!.push(chunk) };
+    this.readHereBytes += read.n;
+    return { chunk: buf.subarray(0, read.n), verifiedEnd: read.verifiedEnd };
   }
 
   /** The worker reads from here on: the file position is past the chunks read here, the walk goes on where it stands. */

@@ -15,7 +15,7 @@ import { DrError } from '../errors.js';
 import {
   HEADER_SIZE, RECORD_HEADER_SIZE, decodeHeader, decodePayload, decodeRecordHeader, encodeHeader, encodeRecord,
   recordCrcMatches, idToString, type RecordHeader, type SequencedRecord, type StreamHeader, type VolumeRecord,
-  type MarkKind, type EndRecord,
+  type MarkKind, type EndRecord, type FlushRecord, type MarkRecord,
 } from '../format/layout.js';
 import { nowMicros } from '../format/codec.js';
 import { HeaderDigest } from '../format/header-digest.js';
@@ -154,8 +154,10 @@ export class SegmentBuilder {
         s.zeroBytes += rec.length;
         break;
       case 'flush':
+        this.addFlush(rec);
+        break;
       case 'mark':
-        this.addPoint(rec);
+        this.addMark(rec);
         break;
       default:
         break;
@@ -172,9 +174,12 @@ export class SegmentBuilder {
     this.lastSparse = offset;
   }
 
-  private addPoint(rec: SequencedRecord): void {
-    if (rec.type === 'flush') this.summary.flushes.push([rec.seq, rec.time]);
-    else if (rec.type === 'mark') this.summary.marks.push({ seq: rec.seq, time: rec.time, name: rec.name, kind: rec.kind, id: idToString(rec.id) });
+  private addFlush(rec: FlushRecord): void {
+    this.summary.flushes.push([rec.seq, rec.time]);
+  }
+
+  private addMark(rec: MarkRecord): void {
+    this.summary.marks.push({ seq: rec.seq, time: rec.time, name: rec.name, kind: rec.kind, id: idToString(rec.id) });
   }
 
   /** The END trailer for what has been added so far. */
