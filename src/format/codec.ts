@@ -139,6 +139,8 @@ export class StreamParser {
   private queue = new ByteQueue();
   /** header of the record whose payload has not fully arrived yet */
   private pendingHeader: RecordHeader | null = null;
+  /** the one header object every record's header is decoded into (nothing keeps it past its record) */
+  private readonly header1: RecordHeader = { code: 0, flags: 0, payloadLength: 0, seq: 0, time: 0, headerCrc: 0, recordCrc: 0 };
   private digest: HeaderDigest | null;
   private sawSequenced = false;
   private failed: DrError | null = null;
@@ -243,7 +245,7 @@ export class StreamParser {
           const total = RECORD_HEADER_SIZE + front.readUInt32LE(at + 4);
           if (front.length - at >= total) raw = front.subarray(at, at + total);
         }
-        h = decodeRecordHeader(raw ?? queue.peek(RECORD_HEADER_SIZE), this.offset + RECORD_HEADER_SIZE <= this.crcCheckedEnd);
+        h = decodeRecordHeader(raw ?? queue.peek(RECORD_HEADER_SIZE), this.offset + RECORD_HEADER_SIZE <= this.crcCheckedEnd, this.header1);
         this.checkOrder(h);
         this.pendingHeader = h;
       }
@@ -252,9 +254,8 @@ export class StreamParser {
         if (queue.length < total) return;
         raw = queue.peek(total);
       }
-      const payload = raw.subarray(RECORD_HEADER_SIZE);
-      if (this.offset + total > this.crcCheckedEnd && !recordCrcMatches(raw, h, [payload])) throw new DrError('DR_BAD_CHECKSUM', `record checksum mismatch (seq ${h.seq})`);
-      const rec = decodePayload(h, payload, this.volumes);
+      if (this.offset + total > this.crcCheckedEnd && !recordCrcMatches(raw, h, [raw.subarray(RECORD_HEADER_SIZE)])) throw new DrError('DR_BAD_CHECKSUM', `record checksum mismatch (seq ${h.seq})`);
+      const rec = decodePayload(h, raw, this.volumes, RECORD_HEADER_SIZE);
       if (rec.type === 'end') this.checkEnd(rec);
       this.digest?.update(raw);
       queue.drop(total);

@@ -218,22 +218,27 @@ export function decodeHeader(b: Buffer): StreamHeader {
  *   24    4 header CRC: CRC-32 of bytes 0..23
  *   28    4 record CRC: CRC-32 of bytes 0..27 followed by the payload
  */
-export function decodeRecordHeader(b: Buffer, crcChecked = false): RecordHeader {
+export function decodeRecordHeader(b: Buffer, crcChecked = false, into?: RecordHeader): RecordHeader {
   const headerCrc = b.readUInt32LE(24);
   if (!crcChecked && headerCrc !== crc32Short(b, 0, 24)) throw new DrError('DR_BAD_CHECKSUM', 'record header checksum mismatch');
   const code = b.readUInt16LE(0);
   const payloadLength = b.readUInt32LE(4);
   const limit = code & IGNORABLE_BIT && !knownType(code) ? LIMITS.maxIgnorablePayload : LIMITS.maxPayload;
   if (payloadLength > limit) throw new DrError('DR_LENGTH_LIMIT', `record payload length ${payloadLength} is over the limit of ${limit}`);
-  return {
-    code,
-    flags: b.readUInt16LE(2),
-    payloadLength,
-    seq: u64(b, 8, 'seq'),
-    time: u64(b, 16, 'time'),
-    headerCrc,
-    recordCrc: b.readUInt32LE(28),
-  };
+  const flags = b.readUInt16LE(2);
+  const seq = u64(b, 8, 'seq');
+  const time = u64(b, 16, 'time');
+  const recordCrc = b.readUInt32LE(28);
+  if (into === undefined) return { code, flags, payloadLength, seq, time, headerCrc, recordCrc };
+  // a decoder going through records one at a time fills one object again and again
+  into.code = code;
+  into.flags = flags;
+  into.payloadLength = payloadLength;
+  into.seq = seq;
+  into.time = time;
+  into.headerCrc = headerCrc;
+  into.recordCrc = recordCrc;
+  return into;
 }
 
 export function knownType(code: number): boolean {
@@ -367,8 +372,8 @@ function encodePayload(r: StreamRecord): Buffer[] {
 }
 
 // Checks of decodePayload, as functions of their own rather than closures made per record.
-function payloadSize(p: Buffer, min: number, max = min): void {
-  if (p.length < min || p.length > max) throw new DrError('DR_BAD_RECORD', `payload of ${p.length} bytes is the wrong size for this record type`);
+function payloadSize(length: number, min: number, max = min): void {
+  if (length < min || length > max) throw new DrError('DR_BAD_RECORD', `payload of ${length} bytes is the wrong size for this record type`);
 }
 function volumeAt(volumes: ReadonlyArray<VolumeRecord>, v: number, offset: number, length: number, what: string): void {
   const vol = volumes[v];
@@ -383,87 +388,91 @@ function reservedZero(p: Buffer, off: number, n: number): void {
 
 /**
  * Decode a payload whose record CRC has already been checked. `volumes` are the
- * volumes declared so far in this stream, for index and range checks.
+ * volumes declared so far in this stream, for index and range checks. The payload is
+ * `p` from byte `at` on (h.payloadLength bytes): a caller holding the whole record
+ * passes it with `at` = 32 rather than cutting out a view of the payload first.
  */
-export function decodePayload(h: RecordHeader, p: Buffer, volumes: ReadonlyArray<VolumeRecord>): StreamRecord {
+export function decodePayload(h: RecordHeader, p: Buffer, volumes: ReadonlyArray<VolumeRecord>, at = 0): StreamRecord {
   const { seq, time, flags } = h;
+  const len = h.payloadLength;
+  const end = at + len;
   const type = h.code & ~IGNORABLE_BIT;
   if (!knownType(h.code)) {
-    if (h.code & IGNORABLE_BIT) return { type: 'unknown', seq, time, code: h.code, flags, payload: p };
+    if (h.code & IGNORABLE_BIT) return { type: 'unknown', seq, time, code: h.code, flags, payload: p.subarray(at, end) };
     throw new DrError('DR_UNKNOWN_RECORD', `unknown record type 0x${h.code.toString(16).padStart(4, '0')}`);
   }
   const allowedFlags = type === RecordType.WRITE ? WRITE_FLAG_FUA : type === RecordType.ZERO ? ZERO_FLAG_DISCARD : 0;
   if (flags & ~allowedFlags) throw new DrError('DR_UNSUPPORTED_FEATURE', `record flags 0x${flags.toString(16)} not understood`);
   switch (type) {
     case RecordType.VOLUME: {
-      payloadSize(p, 35, 34 + LIMITS.maxVolumeName);
-      const nameLen = p.readUInt16LE(32);
-      if (34 + nameLen !== p.length) throw new DrError('DR_BAD_RECORD', 'volume name length does not match the payload');
-      const name = p.toString('utf8', 34);
+      payloadSize(len, 35, 34 + LIMITS.maxVolumeName);
+      const nameLen = p.readUInt16LE(at + 32);
+      if (34 + nameLen !== len) throw new DrError('DR_BAD_RECORD', 'volume name length does not match the payload');
+      const name = p.toString('utf8', at + 34, end);
       checkVolumeName(name);
-      const index = p.readUInt32LE(0);
+      const index = p.readUInt32LE(at);
       if (index !== volumes.length) throw new DrError('DR_BAD_RECORD', `volume index ${index} declared where ${volumes.length} was expected`);
       if (index >= LIMITS.maxVolumes) throw new DrError('DR_LENGTH_LIMIT', `more than ${LIMITS.maxVolumes} volumes`);
-      const blockSize = p.readUInt32LE(4);
+      const blockSize = p.readUInt32LE(at + 4);
       if (!isPowerOfTwo(blockSize) || blockSize < LIMITS.minBlockSize || blockSize > LIMITS.maxBlockSize) {
         throw new DrError('DR_BAD_RECORD', `block size ${blockSize} is not a power of two in 512..1M`);
       }
       if (volumes.some((v) => v.name === name)) throw new DrError('DR_BAD_RECORD', `volume name ${name} declared twice`);
-      return { type: 'volume', seq: 0, time, index, blockSize, size: u64(p, 8, 'volume size'), id: Buffer.from(p.subarray(16, 32)), name };
+      return { type: 'volume', seq: 0, time, index, blockSize, size: u64(p, at + 8, 'volume size'), id: Buffer.from(p.subarray(at + 16, at + 32)), name };
     }
     case RecordType.WRITE: {
-      payloadSize(p, 17, 16 + LIMITS.maxWriteData);
-      reservedZero(p, 4, 4);
-      const volume = p.readUInt32LE(0);
-      const offset = u64(p, 8, 'write offset');
-      const data = p.subarray(16);
+      payloadSize(len, 17, 16 + LIMITS.maxWriteData);
+      reservedZero(p, at + 4, 4);
+      const volume = p.readUInt32LE(at);
+      const offset = u64(p, at + 8, 'write offset');
+      const data = p.subarray(at + 16, end);
       volumeAt(volumes, volume, offset, data.length, 'write');
       return { type: 'write', seq, time, volume, offset, data, fua: (flags & WRITE_FLAG_FUA) !== 0 };
     }
     case RecordType.ZERO: {
-      payloadSize(p, 24);
-      reservedZero(p, 4, 4);
-      const volume = p.readUInt32LE(0);
-      const offset = u64(p, 8, 'zero offset');
-      const length = u64(p, 16, 'zero length');
+      payloadSize(len, 24);
+      reservedZero(p, at + 4, 4);
+      const volume = p.readUInt32LE(at);
+      const offset = u64(p, at + 8, 'zero offset');
+      const length = u64(p, at + 16, 'zero length');
       if (length < 1) throw new DrError('DR_BAD_RECORD', 'zero record of length 0');
       volumeAt(volumes, volume, offset, length, 'zero range');
       return { type: 'zero', seq, time, volume, offset, length, discard: (flags & ZERO_FLAG_DISCARD) !== 0 };
     }
     case RecordType.FLUSH:
-      payloadSize(p, 0);
+      payloadSize(len, 0);
       return { type: 'flush', seq, time };
     case RecordType.HEARTBEAT:
-      payloadSize(p, 0);
+      payloadSize(len, 0);
       return { type: 'heartbeat', seq, time };
     case RecordType.MARK: {
-      payloadSize(p, 21, 20 + LIMITS.maxMarkName);
-      const kind = MARK_KINDS[p.readUInt8(0) - 1];
-      if (!kind) throw new DrError('DR_BAD_RECORD', `unknown mark kind ${p.readUInt8(0)}`);
-      reservedZero(p, 1, 1);
-      if (20 + p.readUInt16LE(2) !== p.length) throw new DrError('DR_BAD_RECORD', 'mark name length does not match the payload');
-      const name = p.toString('utf8', 20);
+      payloadSize(len, 21, 20 + LIMITS.maxMarkName);
+      const kind = MARK_KINDS[p.readUInt8(at) - 1];
+      if (!kind) throw new DrError('DR_BAD_RECORD', `unknown mark kind ${p.readUInt8(at)}`);
+      reservedZero(p, at + 1, 1);
+      if (20 + p.readUInt16LE(at + 2) !== len) throw new DrError('DR_BAD_RECORD', 'mark name length does not match the payload');
+      const name = p.toString('utf8', at + 20, end);
       checkMarkName(name);
-      return { type: 'mark', seq, time, kind, id: Buffer.from(p.subarray(4, 20)), name };
+      return { type: 'mark', seq, time, kind, id: Buffer.from(p.subarray(at + 4, at + 20)), name };
     }
     case RecordType.SIGNATURE: {
-      payloadSize(p, 25, 24 + 64);
-      const alg = p.readUInt8(4);
+      payloadSize(len, 25, 24 + 64);
+      const alg = p.readUInt8(at + 4);
       const digestLen = DIGEST_SIZE[alg];
       if (digestLen === undefined) throw new DrError('DR_UNSUPPORTED_FEATURE', `unknown signature hash algorithm ${alg}`);
-      if (p.readUInt8(5) !== digestLen || p.length !== 24 + digestLen) throw new DrError('DR_BAD_RECORD', 'signature digest length is wrong');
-      reservedZero(p, 6, 2);
-      const volume = p.readUInt32LE(0);
-      const offset = u64(p, 8, 'signature offset');
-      const length = u64(p, 16, 'signature length');
+      if (p.readUInt8(at + 5) !== digestLen || len !== 24 + digestLen) throw new DrError('DR_BAD_RECORD', 'signature digest length is wrong');
+      reservedZero(p, at + 6, 2);
+      const volume = p.readUInt32LE(at);
+      const offset = u64(p, at + 8, 'signature offset');
+      const length = u64(p, at + 16, 'signature length');
       if (length < 1) throw new DrError('DR_BAD_RECORD', 'signature of length 0');
       volumeAt(volumes, volume, offset, length, 'signature range');
-      return { type: 'signature', seq, time, volume, offset, length, algorithm: 'sha256', digest: Buffer.from(p.subarray(24)) };
+      return { type: 'signature', seq, time, volume, offset, length, algorithm: 'sha256', digest: Buffer.from(p.subarray(at + 24, end)) };
     }
     default: {
       // END
-      payloadSize(p, 48);
-      return { type: 'end', seq: 0, time, recordCount: u64(p, 0, 'record count'), byteCount: u64(p, 8, 'byte count'), digest: Buffer.from(p.subarray(16, 48)) };
+      payloadSize(len, 48);
+      return { type: 'end', seq: 0, time, recordCount: u64(p, at, 'record count'), byteCount: u64(p, at + 8, 'byte count'), digest: Buffer.from(p.subarray(at + 16, at + 48)) };
     }
   }
 }
