@@ -477,6 +477,37 @@ export function decodePayload(h: RecordHeader, p: Buffer, volumes: ReadonlyArray
   }
 }
 
+/** where a WRITE record's data starts: after the record header and the payload's volume, reserved and offset fields */
+export const WRITE_DATA_AT = RECORD_HEADER_SIZE + 16;
+
+/**
+ * Check a WRITE record read back by position (a journal segment's record whose data is
+ * wanted without decoding the stream it is in): `head` holds its first WRITE_DATA_AT
+ * bytes, `data` its data. Null if it is a WRITE of `length` data bytes to `volume` at
+ * `offset` whose checksums match; otherwise what is wrong, for an error message.
+ */
+export function writeRecordProblem(head: Buffer, data: Buffer, volume: number, offset: number, length: number): string | null {
+  // the expected case first, with no object made (a restore checks one record per 4 KiB block after random writes)
+  if (
+    data.length === length && head.readUInt16LE(0) === RecordType.WRITE && head.readUInt32LE(4) === length + 16
+    && head.readUInt32LE(RECORD_HEADER_SIZE) === volume && head.readUInt32LE(RECORD_HEADER_SIZE + 8) + head.readUInt32LE(RECORD_HEADER_SIZE + 12) * 2 ** 32 === offset
+    && crc32Payload(data, crc32Short(head, RECORD_HEADER_SIZE, WRITE_DATA_AT, crc32Short(head, 0, 28))) === head.readUInt32LE(28)
+  ) return null;
+  let h: RecordHeader;
+  try {
+    h = decodeRecordHeader(head);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  if (h.code !== RecordType.WRITE || h.payloadLength !== length + 16 || data.length !== length) {
+    return `expected a WRITE of ${length} bytes, found record type 0x${h.code.toString(16)} with a payload of ${h.payloadLength} bytes`;
+  }
+  const v = head.readUInt32LE(RECORD_HEADER_SIZE);
+  const o = head.readUInt32LE(RECORD_HEADER_SIZE + 8) + head.readUInt32LE(RECORD_HEADER_SIZE + 12) * 2 ** 32;
+  if (v !== volume || o !== offset) return `expected a WRITE to volume ${volume} at ${offset}, found one to volume ${v} at ${o} (seq ${h.seq})`;
+  return `record checksum mismatch (seq ${h.seq})`;
+}
+
 /** Verify the record CRC of a header and its payload pieces. */
 export function recordCrcMatches(headerBytes: Buffer, h: RecordHeader, payload: Buffer[]): boolean {
   let c = crc32Short(headerBytes, 0, 28);

@@ -6,11 +6,11 @@
 import { readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { preadSync } from '../store/files.js';
+import { READ_OP_FIELDS, readCheckedWrite } from '../store/record-read.js';
 
 interface Job { id: number; ops: Float64Array; buf: SharedArrayBuffer; offset: number; length: number }
-const files = (workerData as { files: Array<{ fd: number; name: string; zeroesPastEnd: boolean }> }).files;
+const files = (workerData as { files: Array<{ fd: number; path: string; name: string; zeroesPastEnd: boolean }> }).files;
 const port = parentPort!;
-const FIELDS = 4;
 /**
  * Zeroes are copied from here: fill() on a buffer over shared memory stores byte by
  * byte (5x slower here), and a chunk of a volume with unwritten blocks has many runs
@@ -25,7 +25,7 @@ function zero(dst: Buffer, start: number, end: number): void {
 function perform(job: Job): void {
   const dst = Buffer.from(job.buf, job.offset, job.length);
   const ops = job.ops;
-  for (let r = 0; r < ops.length; r += FIELDS) {
+  for (let r = 0; r < ops.length; r += READ_OP_FIELDS) {
     const file = ops[r]!;
     const pos = ops[r + 1]!;
     const n = ops[r + 2]!;
@@ -35,6 +35,11 @@ function perform(job: Job): void {
       continue;
     }
     const f = files[file]!;
+    if (ops[r + 4]! >= 0) {
+      // the first read from a record not checked yet: all of it, checked
+      readCheckedWrite(f.fd, f.path, ops[r + 4]!, ops[r + 5]!, ops[r + 6]!, ops[r + 7]!, pos, n, dst, at);
+      continue;
+    }
     let done: number;
     try {
       // one read(2) straight into the chunk (no view made per block, 166k of them per GiB); the rest of a short one as usual

@@ -172,7 +172,7 @@ async function readAlongside(
       const file = whole.fileOf(volume, sourceOf(key));
       for (let pos = lo; pos < hi; pos += PREFETCH_READ) {
         const n = Math.min(PREFETCH_READ, hi - pos);
-        rows.push(file, pos, n, 0); // readOps rows, all into the start of a scratch buffer
+        rows.push(file, pos, n, 0, -1, 0, 0, 0); // readOps rows (no record to check), all into the start of a scratch buffer
         bytes += n;
         batch += n;
         if (batch >= SLICE) await send();

@@ -88,6 +88,7 @@ export async function writeGroupTar(
           (entry as unknown as Writable).end();
         });
       done.catch((err) => {
+        entry.on('error', () => undefined); // the error is this promise's: without a listener, destroy(err) would end the process
         entry.destroy(err);
         reject(err);
       });

@@ -9,8 +9,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { DrError } from '../errors.js';
-import type { VolumeRecord } from '../format/layout.js';
+import { WRITE_DATA_AT, type VolumeRecord } from '../format/layout.js';
 import { ioError, preadSync } from './files.js';
+import { READ_OP_FIELDS, readCheckedWrite } from './record-read.js';
 import { Lease } from './lock.js';
 import { EXTENT_FIELDS, overlappingExtents, readIndexExtents, readIndexSummary, scanSegment, type ExtentTables } from './segment.js';
 import { baseFiles, baseRegionRuns, readBaseMap, regionSet, REGION } from './base.js';
@@ -70,32 +71,45 @@ export interface WholeVolumeSource {
   /**
    * A read of [offset, offset+length) as positional reads for another thread to
    * perform (the descriptors are the process's): rows of READ_OP_FIELDS numbers
-   * [file (an index into readFiles(), -1: zeroes), pos, n, at (offset in the destination)],
-   * to be done in order (a later row may overwrite part of an earlier one).
+   * (record-read.ts) [file (an index into readFiles(), -1: zeroes), pos, n, at (offset in
+   * the destination), and the WRITE record to read whole and check first, if any], to be
+   * done in order (a later row may overwrite part of an earlier one). The records named
+   * count as checked from then on: a failed check must fail the whole restore.
    */
   readOps(volume: number, offset: number, length: number): Promise<Float64Array>;
-  /** the files of readOps(): descriptor, name, and whether a short read means zeroes (a base image) or a damaged file */
-  readFiles(): Array<{ fd: number; name: string; zeroesPastEnd: boolean }>;
+  /** the files of readOps(): descriptor, path, name, and whether a short read means zeroes (a base image) or a damaged file */
+  readFiles(): Array<{ fd: number; path: string; name: string; zeroesPastEnd: boolean }>;
   /** the index into readFiles() of source `src` (a segment or SOURCE_BASE) of `volume`; -1: none (zeroes) */
   fileOf(volume: number, src: number): number;
 }
 
-export const READ_OP_FIELDS = 4;
+export { READ_OP_FIELDS };
 
 const CHUNK_BITS = 16;
 const CHUNK = 1 << CHUNK_BITS;
 /** block states (in `src`): 0 = not written in the window (base), -1 = zeroes, -2 = partial, n > 0 = data in segment slot n-1 */
 const ZERO = -1;
 const PARTIAL = -2;
+/** in a block's `recLen`: the record was read whole and its checksum matched */
+const CHECKED = 0x80000000;
+/** segment positions are kept in 32 bits: a segment is at most 1 GiB plus one record */
+const POS_LIMIT = 2 ** 32;
 
-interface Piece { slot: number; pos: number; start: number; end: number }
-interface Partial { pieces: Piece[]; floor: { slot: number; pos: number } | null }
+/** `rec`, `recLen`: where the data of the WRITE record holding these bytes starts in its segment, and its length (-1: zeroes) */
+interface Piece { slot: number; pos: number; start: number; end: number; rec: number; recLen: number }
+interface Partial { pieces: Piece[]; floor: { slot: number; pos: number; rec: number; recLen: number } | null }
 
-/** Newest-first resolution of one volume's blocks. */
+/**
+ * Newest-first resolution of one volume's blocks: per block (in chunks of 64Ki blocks,
+ * 16 bytes each) its state, its data position in its segment, and the data start and
+ * length of the WRITE record it comes from (which a read checks once: record-read.ts).
+ */
 class BlockMap {
   readonly blocks: number;
   readonly src: Array<Int32Array | undefined>;
-  readonly pos: Array<Float64Array | undefined>;
+  readonly pos: Array<Uint32Array | undefined>;
+  readonly rec: Array<Uint32Array | undefined>;
+  readonly recLen: Array<Uint32Array | undefined>;
   readonly partial = new Map<number, Partial>();
   resolved = 0;
 
@@ -103,7 +117,9 @@ class BlockMap {
     this.blocks = Math.ceil(size / bs);
     const chunks = Math.ceil(this.blocks / CHUNK);
     this.src = new Array<Int32Array | undefined>(chunks);
-    this.pos = new Array<Float64Array | undefined>(chunks);
+    this.pos = new Array<Uint32Array | undefined>(chunks);
+    this.rec = new Array<Uint32Array | undefined>(chunks);
+    this.recLen = new Array<Uint32Array | undefined>(chunks);
   }
 
   get complete(): boolean {
@@ -117,22 +133,54 @@ class BlockMap {
   position(g: number): number {
     return this.pos[g >>> CHUNK_BITS]![g & (CHUNK - 1)]!;
   }
-  private set(g: number, s: number, p: number): void {
+  /** data start of the record block g (state > 0) comes from; -1 once that record has been checked */
+  uncheckedRecord(g: number): number {
+    const i = g & (CHUNK - 1);
+    return this.recLen[g >>> CHUNK_BITS]![i]! & CHECKED ? -1 : this.rec[g >>> CHUNK_BITS]![i]!;
+  }
+  recordLength(g: number): number {
+    return (this.recLen[g >>> CHUNK_BITS]![g & (CHUNK - 1)]! & ~CHECKED) >>> 0;
+  }
+  private set(g: number, s: number, p: number, rec: number, recLen: number): void {
     const ci = g >>> CHUNK_BITS;
     let c = this.src[ci];
     if (!c) {
       c = this.src[ci] = new Int32Array(CHUNK);
-      this.pos[ci] = new Float64Array(CHUNK);
+      this.pos[ci] = new Uint32Array(CHUNK);
+      this.rec[ci] = new Uint32Array(CHUNK);
+      this.recLen[ci] = new Uint32Array(CHUNK);
     }
-    c[g & (CHUNK - 1)] = s;
-    this.pos[ci]![g & (CHUNK - 1)] = p;
+    const i = g & (CHUNK - 1);
+    c[i] = s;
+    if (s <= 0) return;
+    this.pos[ci]![i] = p;
+    this.rec[ci]![i] = rec;
+    this.recLen[ci]![i] = recLen;
   }
 
-  /** An older extent than every one applied so far: fills what is still unresolved. `pos` -1 = zeroes. */
-  apply(slot: number, offset: number, length: number, pos: number): void {
+  /**
+   * Record `rec` of slot `slot` (data at volume offset `offset`, `length` bytes) has been
+   * checked: so say the blocks that still come from it.
+   */
+  markChecked(slot: number, rec: number, offset: number, length: number): void {
+    const end = Math.min(offset + length, this.size);
+    for (let g = Math.floor(offset / this.bs); g * this.bs < end; g++) {
+      const ci = g >>> CHUNK_BITS;
+      const i = g & (CHUNK - 1);
+      if (this.src[ci]?.[i] === slot + 1 && this.rec[ci]![i] === rec) this.recLen[ci]![i] = (this.recLen[ci]![i]! | CHECKED) >>> 0;
+    }
+  }
+
+  /**
+   * An older extent than every one applied so far: fills what is still unresolved. `pos` -1 =
+   * zeroes; else `rec` and `recLen` are where the data of its whole record starts and its
+   * length (the extent may be a clipped part of it).
+   */
+  apply(slot: number, offset: number, length: number, pos: number, rec = pos, recLen = length): void {
     const bs = this.bs;
     const end = Math.min(offset + length, this.size);
     if (end <= offset) return;
+    if (pos >= 0 && rec + recLen > POS_LIMIT) throw new DrError('DR_STORE_CORRUPT', `an extent of segment slot ${slot} ends at byte ${rec + recLen}, past what a segment can hold`);
     const g0 = Math.floor(offset / bs);
     const g1 = Math.floor((end - 1) / bs);
     for (let g = g0; g <= g1; g++) {
@@ -148,20 +196,20 @@ class BlockMap {
       const p = pos < 0 ? -1 : pos + (cs - offset);
       if (s === 0) {
         if (full) {
-          this.set(g, pos < 0 ? ZERO : slot + 1, p);
+          this.set(g, pos < 0 ? ZERO : slot + 1, p, rec, recLen);
           this.resolved++;
         } else {
-          this.set(g, PARTIAL, 0);
-          this.partial.set(g, { pieces: [{ slot, pos: p, start: cs - gs, end: ce - gs }], floor: null });
+          this.set(g, PARTIAL, 0, 0, 0);
+          this.partial.set(g, { pieces: [{ slot, pos: p, start: cs - gs, end: ce - gs, rec, recLen }], floor: null });
         }
       } else {
         const part = this.partial.get(g)!;
         if (part.floor) continue;
         if (full) {
-          part.floor = { slot, pos: p };
+          part.floor = { slot, pos: p, rec, recLen };
           this.resolved++;
         } else {
-          part.pieces.push({ slot, pos: p, start: cs - gs, end: ce - gs });
+          part.pieces.push({ slot, pos: p, start: cs - gs, end: ce - gs, rec, recLen });
         }
       }
     }
@@ -335,7 +383,7 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
         const ce = Math.min(off + rows[e + 3]!, we);
         if (ce <= cs) continue;
         const pos = rows[e + 4]!;
-        local.apply(i, cs, ce - cs, pos < 0 ? -1 : pos + (cs - off));
+        local.apply(i, cs, ce - cs, pos < 0 ? -1 : pos + (cs - off), pos, rows[e + 3]!);
       }
     }
     return local;
@@ -364,10 +412,17 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
   readSync(volume: number, offset: number, length: number, given?: BlockMap, into?: Buffer): Buffer {
     const checked = this.checkRange(volume, offset, length);
     const out = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
-    this.walk(volume, offset, length, given ?? checked, (at, n, src, pos) => {
+    const map = given ?? checked;
+    this.walk(volume, offset, length, map, (at, n, src, pos, rec, recLen) => {
       // segment data (the common case, one 4 KiB block per call after random writes) goes straight into `out`
-      if (src >= 0) this.pread(this.slots[src]!, pos, n, out, at - offset);
-      else if (src === SOURCE_ZERO) out.fill(0, at - offset, at - offset + n);
+      if (src >= 0) {
+        if (rec < 0) return this.pread(this.slots[src]!, pos, n, out, at - offset);
+        // the first read from a record reads all of it and checks it
+        const slot = this.slots[src]!;
+        const recOffset = at - (pos - rec);
+        readCheckedWrite(slot.fd, slot.data, rec, recLen, volume, recOffset, pos, n, out, at - offset);
+        map.markChecked(src, rec, recOffset, recLen);
+      } else if (src === SOURCE_ZERO) out.fill(0, at - offset, at - offset + n);
       else this.readBase(volume, pos, out.subarray(at - offset, at - offset + n));
     });
     return out;
@@ -382,9 +437,10 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
       if (!list) byFile.set(file, (list = []));
       list.push({ pos, end: pos + n });
     };
-    this.walk(volume, offset, length, map, (at, n, src, pos) => {
+    this.walk(volume, offset, length, map, (at, n, src, pos, rec, recLen) => {
       if (src === SOURCE_ZERO) return;
-      if (src !== SOURCE_BASE) return add(this.slots[src]!.data, pos, n); // absolute: store.dir is resolved
+      // absolute: store.dir is resolved; a record not checked yet is read whole
+      if (src !== SOURCE_BASE) return rec < 0 ? add(this.slots[src]!.data, pos, n) : add(this.slots[src]!.data, rec - WRITE_DATA_AT, WRITE_DATA_AT + recLen);
       const file = this.basePaths[volume];
       if (!file) return;
       // only the regions the base holds data in are read
@@ -412,9 +468,14 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
    * Where the bytes of [offset, offset+length) come from, in runs: visit(at, n, src, pos)
    * with src a slot index (n bytes at segment position pos), SOURCE_BASE (the base
    * image at volume offset pos) or SOURCE_ZERO. Visits of one partial block come oldest
-   * first and overlap: a later visit's bytes replace an earlier one's.
+   * first and overlap: a later visit's bytes replace an earlier one's. For segment data,
+   * rec >= 0 when its record has not been checked yet: the record's data starts at rec and
+   * has recLen bytes (a run never spans two records: their data are never contiguous).
    */
-  private walk(volume: number, offset: number, length: number, map: BlockMap, visit: (at: number, n: number, src: number, pos: number) => void, partialAsOne = false): void {
+  private walk(
+    volume: number, offset: number, length: number, map: BlockMap,
+    visit: (at: number, n: number, src: number, pos: number, rec: number, recLen: number) => void, partialAsOne = false,
+  ): void {
     const bs = map.bs;
     const end = offset + length;
     let cur = offset;
@@ -425,21 +486,23 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
       if (s === PARTIAL) {
         const ge = Math.min(gs + bs, map.size, end);
         if (partialAsOne) {
-          visit(cur, ge - cur, SOURCE_PARTIAL, 0);
+          visit(cur, ge - cur, SOURCE_PARTIAL, 0, -1, 0);
           cur = ge;
           continue;
         }
+        // the records of a partial block are checked at every read (partial blocks are rare)
         const part = map.partial.get(g)!;
-        if (part.floor === null) visit(cur, ge - cur, SOURCE_BASE, cur);
-        else if (part.floor.pos < 0) visit(cur, ge - cur, SOURCE_ZERO, 0);
-        else visit(cur, ge - cur, part.floor.slot, part.floor.pos + (cur - gs));
+        const floor = part.floor;
+        if (floor === null) visit(cur, ge - cur, SOURCE_BASE, cur, -1, 0);
+        else if (floor.pos < 0) visit(cur, ge - cur, SOURCE_ZERO, 0, -1, 0);
+        else visit(cur, ge - cur, floor.slot, floor.pos + (cur - gs), floor.rec, floor.recLen);
         for (let i = part.pieces.length - 1; i >= 0; i--) {
           const p = part.pieces[i]!;
           const ps = Math.max(gs + p.start, cur);
           const pe = Math.min(gs + p.end, ge);
           if (pe <= ps) continue;
-          if (p.pos < 0) visit(ps, pe - ps, SOURCE_ZERO, 0);
-          else visit(ps, pe - ps, p.slot, p.pos + (ps - gs - p.start));
+          if (p.pos < 0) visit(ps, pe - ps, SOURCE_ZERO, 0, -1, 0);
+          else visit(ps, pe - ps, p.slot, p.pos + (ps - gs - p.start), p.rec, p.recLen);
         }
         cur = ge;
         continue;
@@ -461,9 +524,9 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
         }
       }
       const n = runEnd - cur;
-      if (s === ZERO) visit(cur, n, SOURCE_ZERO, 0);
-      else if (s === 0) visit(cur, n, SOURCE_BASE, cur);
-      else visit(cur, n, s - 1, map.position(g) + (cur - gs));
+      if (s === ZERO) visit(cur, n, SOURCE_ZERO, 0, -1, 0);
+      else if (s === 0) visit(cur, n, SOURCE_BASE, cur, -1, 0);
+      else visit(cur, n, s - 1, map.position(g) + (cur - gs), map.uncheckedRecord(g), map.recordLength(g));
       cur = runEnd;
     }
   }
@@ -495,14 +558,38 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
     const map = this.ready ? checked : this.resolveEarly(volume, offset, length);
     const bmap = this.baseMaps[volume] ?? null;
     const baseFile = this.fileOf(volume, SOURCE_BASE);
-    const ops: number[] = [];
-    this.walk(volume, offset, length, map, (at, n, src, pos) => {
-      if (src >= 0) return void ops.push(src, pos, n, at - offset);
-      if (src === SOURCE_ZERO || baseFile < 0) return void ops.push(-1, 0, n, at - offset);
+    // rows written straight into a typed array (a list of numbers copied into one at the end was a third of this thread's garbage)
+    let ops = new Float64Array(READ_OP_FIELDS * (16 + Math.ceil(length / map.bs)));
+    let rows = 0;
+    const row = (file: number, pos: number, n: number, at: number, rec: number, recLen: number, recOffset: number): void => {
+      const i = rows++ * READ_OP_FIELDS;
+      if (i + READ_OP_FIELDS > ops.length) {
+        const grown = new Float64Array(ops.length * 2);
+        grown.set(ops);
+        ops = grown;
+      }
+      ops[i] = file;
+      ops[i + 1] = pos;
+      ops[i + 2] = n;
+      ops[i + 3] = at;
+      ops[i + 4] = rec;
+      ops[i + 5] = recLen;
+      ops[i + 6] = volume;
+      ops[i + 7] = recOffset;
+    };
+    this.walk(volume, offset, length, map, (at, n, src, pos, rec, recLen) => {
+      if (src >= 0) {
+        if (rec < 0) return row(src, pos, n, at - offset, -1, 0, 0);
+        // the record is read whole and checked by whoever performs the row: from now on it counts as checked
+        const recOffset = at - (pos - rec);
+        row(src, pos, n, at - offset, rec, recLen, recOffset);
+        return map.markChecked(src, rec, recOffset, recLen);
+      }
+      if (src === SOURCE_ZERO || baseFile < 0) return row(-1, 0, n, at - offset, -1, 0, 0);
       // the base: regions it never held data in are zeroes
-      baseRegionRuns(bmap, pos, n, (s, e, held) => void ops.push(held ? baseFile : -1, s, e - s, at - offset + (s - pos)));
+      baseRegionRuns(bmap, pos, n, (s, e, held) => row(held ? baseFile : -1, s, e - s, at - offset + (s - pos), -1, 0, 0));
     });
-    return Float64Array.from(ops);
+    return ops.subarray(0, rows * READ_OP_FIELDS);
   }
 
   fileOf(volume: number, src: number): number {
@@ -511,9 +598,9 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
     return this.slots.length + volume;
   }
 
-  readFiles(): Array<{ fd: number; name: string; zeroesPastEnd: boolean }> {
-    const files = this.slots.map((s) => ({ fd: s.fd, name: `segment ${s.data}`, zeroesPastEnd: false }));
-    this.volumes.forEach((v, i) => files.push({ fd: this.baseFds[i] ?? -1, name: `base image of volume ${v.name}`, zeroesPastEnd: true }));
+  readFiles(): Array<{ fd: number; path: string; name: string; zeroesPastEnd: boolean }> {
+    const files = this.slots.map((s) => ({ fd: s.fd, path: s.data, name: `segment ${s.data}`, zeroesPastEnd: false }));
+    this.volumes.forEach((v, i) => files.push({ fd: this.baseFds[i] ?? -1, path: this.basePaths[i] ?? '', name: `base image of volume ${v.name}`, zeroesPastEnd: true }));
     return files;
   }
 

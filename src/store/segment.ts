@@ -13,7 +13,7 @@ import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { DrError } from '../errors.js';
 import {
-  HEADER_SIZE, RECORD_HEADER_SIZE, decodeHeader, decodePayload, decodeRecordHeader, encodeHeader, encodeRecord,
+  HEADER_SIZE, RECORD_HEADER_SIZE, WRITE_DATA_AT, decodeHeader, decodePayload, decodeRecordHeader, encodeHeader, encodeRecord,
   recordCrcMatches, idToString, type RecordHeader, type SequencedRecord, type StreamHeader, type VolumeRecord,
   type MarkKind, type EndRecord, type FlushRecord, type MarkRecord,
 } from '../format/layout.js';
@@ -146,7 +146,7 @@ export class SegmentBuilder {
     if (offset - this.lastSparse >= SPARSE_EVERY) this.addSparse(rec, offset);
     switch (rec.type) {
       case 'write':
-        this.extents.push(rec.seq, rec.volume, rec.offset, rec.data.length, offset + RECORD_HEADER_SIZE + 16);
+        this.extents.push(rec.seq, rec.volume, rec.offset, rec.data.length, offset + WRITE_DATA_AT);
         s.writeBytes += rec.data.length;
         break;
       case 'zero':

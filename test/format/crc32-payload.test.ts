@@ -34,6 +34,9 @@ t.test('payloads with and without zero pages: the same value as zlib.crc32', asy
     const start = crc32(randomBytes(28));
     t.equal(crc32Payload(b, start), crc32(b, start), `${name}, continuing`);
   }
+  // an empty view of an empty ArrayBuffer (zlib.crc32 itself answers 0 for it in Node 20) leaves a running CRC as it is
+  const start = crc32(randomBytes(28));
+  t.equal(crc32Payload(Buffer.allocUnsafe(0).subarray(0, 0), start), start, 'empty view of an empty buffer, continuing');
   // many random mixes: every one must agree (the list of those that do not is empty)
   const differ: string[] = [];
   for (let i = 0; i < 200; i++) {
