@@ -32,9 +32,10 @@ export interface PointInTimeReader {
   /**
    * The byte ranges of local files (segment data files, base images; absolute paths)
    * that a read of [offset, offset+length) would pread, coalesced where adjacent, in no
-   * particular order; blocks served as zeroes need none. Needs only the index files and
-   * base maps (opening the reader reads no segment data of sealed segments), so the data
-   * can be fetched before it is read.
+   * particular order; blocks served as zeroes need none. A record this reader has not
+   * checked yet is named whole (header and all its data: its first read checks its CRC).
+   * Needs only the index files and base maps (opening the reader reads no segment data of
+   * sealed segments), so the data can be fetched before it is read.
    */
   sources(volume: number, offset: number, length: number): Array<{ file: string; pos: number; length: number }>;
   /** Present on the store's own reader (not on wrappers that must see every read): see WholeVolumeSource. */
