@@ -112,6 +112,8 @@ class BlockMap {
   readonly rec: Array<Uint32Array | undefined>;
   readonly recLen: Array<Uint32Array | undefined>;
   readonly partial = new Map<number, Partial>();
+  /** records of partial blocks checked already (slot * 2^32 + rec): a large record under many small overwrites is read whole once, not once per block */
+  readonly checkedPartial = new Set<number>();
   resolved = 0;
 
   constructor(readonly size: number, readonly bs: number) {
@@ -133,6 +135,10 @@ class BlockMap {
   }
   position(g: number): number {
     return this.pos[g >>> CHUNK_BITS]![g & (CHUNK - 1)]!;
+  }
+  /** `rec` of a partial block's piece or floor, or -1 once that record has been checked */
+  partialRecord(slot: number, rec: number): number {
+    return this.checkedPartial.has(slot * POS_LIMIT + rec) ? -1 : rec;
   }
   /** data start of the record block g (state > 0) comes from; -1 once that record has been checked */
   uncheckedRecord(g: number): number {
@@ -164,6 +170,7 @@ class BlockMap {
    * checked: so say the blocks that still come from it.
    */
   markChecked(slot: number, rec: number, offset: number, length: number): void {
+    if (this.partial.size > 0) this.checkedPartial.add(slot * POS_LIMIT + rec);
     const end = Math.min(offset + length, this.size);
     for (let g = Math.floor(offset / this.bs); g * this.bs < end; g++) {
       const ci = g >>> CHUNK_BITS;
@@ -181,7 +188,7 @@ class BlockMap {
     const bs = this.bs;
     const end = Math.min(offset + length, this.size);
     if (end <= offset) return;
-    if (pos >= 0 && rec + recLen > POS_LIMIT) throw new DrError('DR_STORE_CORRUPT', `an extent of segment slot ${slot} ends at byte ${rec + recLen}, past what a segment can hold`);
+    if (pos >= 0 && rec + recLen > POS_LIMIT) throw new DrError('DR_STORE_CORRUPT', `an extent of segment ${slot} of the point ends at byte ${rec + recLen}, past what a segment can hold`);
     const g0 = Math.floor(offset / bs);
     const g1 = Math.floor((end - 1) / bs);
     for (let g = g0; g <= g1; g++) {
@@ -491,19 +498,19 @@ class PitReader implements PointInTimeReader, WholeVolumeSource {
           cur = ge;
           continue;
         }
-        // the records of a partial block are checked at every read (partial blocks are rare)
+        // the records of a partial block: checked once (checkedPartial)
         const part = map.partial.get(g)!;
         const floor = part.floor;
         if (floor === null) visit(cur, ge - cur, SOURCE_BASE, cur, -1, 0);
         else if (floor.pos < 0) visit(cur, ge - cur, SOURCE_ZERO, 0, -1, 0);
-        else visit(cur, ge - cur, floor.slot, floor.pos + (cur - gs), floor.rec, floor.recLen);
+        else visit(cur, ge - cur, floor.slot, floor.pos + (cur - gs), map.partialRecord(floor.slot, floor.rec), floor.recLen);
         for (let i = part.pieces.length - 1; i >= 0; i--) {
           const p = part.pieces[i]!;
           const ps = Math.max(gs + p.start, cur);
           const pe = Math.min(gs + p.end, ge);
           if (pe <= ps) continue;
           if (p.pos < 0) visit(ps, pe - ps, SOURCE_ZERO, 0, -1, 0);
-          else visit(ps, pe - ps, p.slot, p.pos + (ps - gs - p.start), p.rec, p.recLen);
+          else visit(ps, pe - ps, p.slot, p.pos + (ps - gs - p.start), map.partialRecord(p.slot, p.rec), p.recLen);
         }
         cur = ge;
         continue;
