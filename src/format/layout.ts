@@ -487,10 +487,11 @@ export const WRITE_DATA_AT = RECORD_HEADER_SIZE + 16;
  * `offset` whose checksums match; otherwise what is wrong, for an error message.
  */
 export function writeRecordProblem(head: Buffer, data: Buffer, volume: number, offset: number, length: number): string | null {
+  const v = head.readUInt32LE(RECORD_HEADER_SIZE);
+  const o = head.readUInt32LE(RECORD_HEADER_SIZE + 8) + head.readUInt32LE(RECORD_HEADER_SIZE + 12) * 2 ** 32;
   // the expected case first, with no object made (a restore checks one record per 4 KiB block after random writes)
   if (
-    data.length === length && head.readUInt16LE(0) === RecordType.WRITE && head.readUInt32LE(4) === length + 16
-    && head.readUInt32LE(RECORD_HEADER_SIZE) === volume && head.readUInt32LE(RECORD_HEADER_SIZE + 8) + head.readUInt32LE(RECORD_HEADER_SIZE + 12) * 2 ** 32 === offset
+    data.length === length && head.readUInt16LE(0) === RecordType.WRITE && head.readUInt32LE(4) === length + 16 && v === volume && o === offset
     && crc32Payload(data, crc32Short(head, RECORD_HEADER_SIZE, WRITE_DATA_AT, crc32Short(head, 0, 28))) === head.readUInt32LE(28)
   ) return null;
   let h: RecordHeader;
@@ -502,8 +503,6 @@ export function writeRecordProblem(head: Buffer, data: Buffer, volume: number, o
   if (h.code !== RecordType.WRITE || h.payloadLength !== length + 16 || data.length !== length) {
     return `expected a WRITE of ${length} bytes, found record type 0x${h.code.toString(16)} with a payload of ${h.payloadLength} bytes`;
   }
-  const v = head.readUInt32LE(RECORD_HEADER_SIZE);
-  const o = head.readUInt32LE(RECORD_HEADER_SIZE + 8) + head.readUInt32LE(RECORD_HEADER_SIZE + 12) * 2 ** 32;
   if (v !== volume || o !== offset) return `expected a WRITE to volume ${volume} at ${offset}, found one to volume ${v} at ${o} (seq ${h.seq})`;
   return `record checksum mismatch (seq ${h.seq})`;
 }
