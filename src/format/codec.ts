@@ -10,9 +10,10 @@ import { HeaderDigest } from './header-digest.js';
 import { DrError } from '../errors.js';
 import {
   HEADER_SIZE, RECORD_HEADER_SIZE, decodeHeader, decodePayload, decodeRecordHeader, encodeHeader, encodeRecord,
-  recordCrcMatches, type EndRecord, type RecordHeader, type SequencedRecord, type StreamHeader, type StreamRecord,
-  type VolumeRecord, RecordType, IGNORABLE_BIT,
+  readPayloadFields, recordCrcMatches, u32, type EndRecord, type RecordHeader, type SequencedRecord, type StreamHeader,
+  type StreamRecord, type VolumeRecord, RecordType, IGNORABLE_BIT,
 } from './layout.js';
+import type { RecordViews } from './record-views.js';
 
 /** A sequenced record as given to the writer: seq and time may be left for it to fill. */
 export type RecordInput = SequencedRecord extends infer R
@@ -140,7 +141,7 @@ export class StreamParser {
   /** header of the record whose payload has not fully arrived yet */
   private pendingHeader: RecordHeader | null = null;
   /** the one header object every record's header is decoded into (nothing keeps it past its record) */
-  private readonly header1: RecordHeader = { code: 0, flags: 0, payloadLength: 0, seq: 0, time: 0, headerCrc: 0, recordCrc: 0 };
+  private readonly header1: RecordHeader = { code: 0, flags: 0, payloadLength: 0, seq: 0, time: 0, headerCrc: 0, recordCrc: 0, volume: 0, offset: 0, length: 0 };
   private digest: HeaderDigest | null;
   private sawSequenced = false;
   private failed: DrError | null = null;
@@ -164,19 +165,33 @@ export class StreamParser {
    * so they stay valid as long as the chunk's memory does (see detach()).
    */
   push(chunk: Buffer, out: StreamItem[] = [], raws?: Buffer[]): StreamItem[] {
+    this.feed(chunk, out, raws, null);
+    return out;
+  }
+
+  /**
+   * push() for a consumer that keeps records as they came: each record goes to `views`
+   * as numbers and a place in memory (RecordViews), the same checks made, and only
+   * records of other kinds than WRITE, ZERO, FLUSH and HEARTBEAT decoded into objects.
+   * The memory is `chunk`'s where a record lies in it (see detach()).
+   */
+  pushViews(chunk: Buffer, views: RecordViews): void {
+    this.feed(chunk, null, undefined, views);
+  }
+
+  private feed(chunk: Buffer, out: StreamItem[] | null, raws: Buffer[] | undefined, views: RecordViews | null): void {
     if (this.failed) throw this.failed;
-    if (chunk.length === 0) return out;
+    if (chunk.length === 0) return;
     if (this.ended) throw this.fail(new DrError('DR_TRAILING_DATA', 'data after the END record'), this.offset);
     this.queue.push(chunk);
     try {
-      this.drain(out, raws);
+      this.drain(out, raws, views);
     } catch (err) {
       if (err instanceof DrError && !this.failed) throw this.fail(err, this.offset);
       throw err;
     } finally {
       this.digest?.flush();
     }
-    return out;
   }
 
   /**
@@ -213,7 +228,8 @@ export class StreamParser {
     return e;
   }
 
-  private drain(out: StreamItem[], raws: Buffer[] | undefined): void {
+  /** Decode the complete records held: into `out` (and `raws`) as objects, or into `views`. */
+  private drain(out: StreamItem[] | null, raws: Buffer[] | undefined, views: RecordViews | null): void {
     const queue = this.queue;
     if (this.header === null) {
       // Check the magic as soon as it can be seen, so a wrong input fails early.
@@ -230,47 +246,59 @@ export class StreamParser {
       this.digest?.raw(hb);
       this.offset = HEADER_SIZE;
       this.lastSeq = this.header.firstSeq - 1;
-      out.push(this.header);
-      raws?.push(hb);
+      if (views !== null) views.addHeader(this.header, hb, 0, HEADER_SIZE);
+      else {
+        out!.push(this.header);
+        raws?.push(hb);
+      }
     }
     for (;;) {
       let h = this.pendingHeader;
-      // the whole record as one buffer: a view when it lies in one chunk (the common case)
-      let raw: Buffer | null = null;
+      // the whole record is bytes[at, at + total): the front chunk itself when it lies in it (the common case)
+      let bytes: Buffer | null = null;
+      let at = 0;
       if (h === null) {
         if (queue.length < RECORD_HEADER_SIZE) return;
         const front = queue.front!;
-        const at = queue.frontOffset;
-        if (front.length - at >= RECORD_HEADER_SIZE) {
-          const total = RECORD_HEADER_SIZE + front.readUInt32LE(at + 4);
-          if (front.length - at >= total) raw = front.subarray(at, at + total);
+        const from = queue.frontOffset;
+        if (front.length - from >= RECORD_HEADER_SIZE && front.length - from >= RECORD_HEADER_SIZE + u32(front, from + 4)) {
+          bytes = front;
+          at = from;
         }
-        h = decodeRecordHeader(raw ?? queue.peek(RECORD_HEADER_SIZE), this.offset + RECORD_HEADER_SIZE <= this.crcCheckedEnd, this.header1);
+        const trusted = this.offset + RECORD_HEADER_SIZE <= this.crcCheckedEnd;
+        h = decodeRecordHeader(bytes ?? queue.peek(RECORD_HEADER_SIZE), trusted, this.header1, at);
         this.checkOrder(h);
         this.pendingHeader = h;
       }
       const total = RECORD_HEADER_SIZE + h.payloadLength;
-      if (raw === null) {
+      if (bytes === null) {
         if (queue.length < total) return;
-        raw = queue.peek(total);
+        bytes = queue.peek(total);
       }
-      if (this.offset + total > this.crcCheckedEnd && !recordCrcMatches(raw, h, [raw.subarray(RECORD_HEADER_SIZE)])) throw new DrError('DR_BAD_CHECKSUM', `record checksum mismatch (seq ${h.seq})`);
-      const rec = decodePayload(h, raw, this.volumes, RECORD_HEADER_SIZE);
-      if (rec.type === 'end') this.checkEnd(rec);
-      this.digest?.update(raw);
+      if (this.offset + total > this.crcCheckedEnd && !recordCrcMatches(bytes.subarray(at, at + RECORD_HEADER_SIZE), h, [bytes.subarray(at + RECORD_HEADER_SIZE, at + total)])) {
+        throw new DrError('DR_BAD_CHECKSUM', `record checksum mismatch (seq ${h.seq})`);
+      }
+      const payloadAt = at + RECORD_HEADER_SIZE;
+      const rec = views !== null && readPayloadFields(h, bytes, this.volumes, payloadAt) ? null : decodePayload(h, bytes, this.volumes, payloadAt);
+      const code = h.code;
+      if (code === RecordType.END) this.checkEnd(rec as EndRecord);
+      this.digest?.update(bytes, at);
       queue.drop(total);
       this.pendingHeader = null;
       this.offset += total;
-      if (rec.type === 'volume') this.volumes.push(rec);
-      else if (rec.type !== 'end') {
-        this.lastSeq = rec.seq;
-        this.lastTime = rec.time;
+      if (code === RecordType.VOLUME) this.volumes.push(rec as VolumeRecord);
+      else if (code !== RecordType.END) {
+        this.lastSeq = h.seq;
+        this.lastTime = h.time;
         this.sawSequenced = true;
       }
-      if (rec.type === 'end') this.ended = true;
+      if (code === RecordType.END) this.ended = true;
       else this.recordCount++;
-      out.push(rec);
-      raws?.push(raw);
+      if (views !== null) views.add(h, bytes, at, total, rec);
+      else {
+        out!.push(rec!);
+        raws?.push(at === 0 && bytes.length === total ? bytes : bytes.subarray(at, at + total));
+      }
       if (this.ended) {
         if (queue.length > 0) throw new DrError('DR_TRAILING_DATA', 'data after the END record');
         return;

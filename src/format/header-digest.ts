@@ -20,12 +20,12 @@ export class HeaderDigest {
     this.hash.update(bytes);
   }
 
-  /** Add the record header that `hb` starts with (`hb` may hold the whole record). */
-  update(hb: Buffer): void {
+  /** Add the record header at byte `from` of `hb` (which may hold the whole record, or many). */
+  update(hb: Buffer, from = 0): void {
     const batch = (this.batch ??= Buffer.allocUnsafe(BATCH));
     // 32 bytes by hand: a Buffer.copy call costs more than the copy (twice per record when appending)
     const at = this.batched;
-    for (let i = 0; i < RECORD_HEADER_SIZE; i++) batch[at + i] = hb[i]!;
+    for (let i = 0; i < RECORD_HEADER_SIZE; i++) batch[at + i] = hb[from + i]!;
     this.batched = at + RECORD_HEADER_SIZE;
     if (this.batched === BATCH) this.flush();
   }

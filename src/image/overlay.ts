@@ -51,7 +51,6 @@ export class CowOverlay {
   readonly mapFile: string;
   readonly size: number;
   readonly blockSize: number;
-  private readonly blocks: number;
   private readonly bitmap: Uint8Array;
   private readonly base: BaseReader;
   private readonly identity: Record<string, string | number>;
@@ -67,7 +66,6 @@ export class CowOverlay {
     this.mapFile = `${opts.file}.map`;
     this.size = opts.size;
     this.blockSize = opts.blockSize ?? 4096;
-    this.blocks = Math.ceil(this.size / this.blockSize);
     this.bitmap = bitmap;
     this.base = opts.base;
     this.identity = opts.identity;

@@ -1,7 +1,7 @@
 /**
  * The single appender of a store: takes the append lock, continues the open
  * segment (or starts one), appends records synchronously through a 1 MiB staging
- * buffer (or, with appendBorrowed(), straight from the caller's memory, written by
+ * buffer (or, with appendView(), straight from the caller's memory, written by
  * writeOut() on the thread pool while the caller decodes its next chunk), seals full
  * segments (END, fdatasync, index file) and makes everything durable on sync():
  * fdatasync of the segment, then the `durable` hint file.
@@ -14,8 +14,10 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { DrError, fromSystemError } from '../errors.js';
 import {
-  RECORD_HEADER_SIZE, encodeRecord, idToString, type SequencedRecord, type StreamHeader, type VolumeRecord,
+  RECORD_HEADER_SIZE, RecordType, encodeRecord, idToString, recordFields, type MarkRecord, type RecordFields, type SequencedRecord,
+  type StreamHeader, type VolumeRecord,
 } from '../format/layout.js';
+import type { RecordView } from '../format/record-views.js';
 import { nowMicros } from '../format/codec.js';
 import { byteLength, preadSync, tempPath, writeFileDurable, writeFileDurableAsync, fsyncDir, fsyncDirAsync, writevAll, writevAllSync } from './files.js';
 import { PendingWrites } from './pending-writes.js';
@@ -39,11 +41,11 @@ export interface Appender {
    */
   append(rec: SequencedRecord, encoded?: Buffer[]): boolean;
   /**
-   * append(rec, [bytes]) without the copy: the appender keeps a view of `bytes` (the whole
-   * record, checked by the caller) until writeOut() has resolved, so the caller must not
-   * change that memory before then.
+   * Append a sequenced record as a stream parser saw it (StreamParser.pushViews()), its
+   * bytes (checked by the parser) not copied: the appender keeps them until writeOut()
+   * has resolved, so the caller must not change that memory before then.
    */
-  appendBorrowed(rec: SequencedRecord, bytes: Buffer): boolean;
+  appendView(v: RecordView): boolean;
   /**
    * Write everything appended so far on the thread pool (no fsync); resolves when the
    * kernel has it. Until then append(), begin(), handOff() and syncSync() refuse to run;
@@ -112,9 +114,10 @@ export class StoreAppender implements Appender {
   nextSeq = 1;
   lastTime = 0;
   durableSeq = 0;
-  private durableTime = 0;
   /** the last seq whose bytes the kernel has (written, maybe not yet durable) */
   private writtenSeq = 0;
+  /** the fields of the record append() takes (one object, filled again for each) */
+  private readonly fields: RecordFields = { code: 0, seq: 0, time: 0, volume: 0, offset: 0, length: 0 };
 
   private constructor(private readonly store: JournalStore, private readonly lock: LockFile) {}
 
@@ -129,7 +132,6 @@ export class StoreAppender implements Appender {
       a.lastTime = store.lastTime;
       a.durableSeq = store.lastSeq;
       a.writtenSeq = store.lastSeq;
-      a.durableTime = store.lastTime;
       const open = store.openBuilder;
       const last = store.segments[store.segments.length - 1];
       if (open && last && last.summary === open.summary) {
@@ -232,50 +234,53 @@ export class StoreAppender implements Appender {
   }
 
   append(rec: SequencedRecord, encoded?: Buffer[]): boolean {
-    return this.add(rec, encoded, null);
-  }
-
-  appendBorrowed(rec: SequencedRecord, bytes: Buffer): boolean {
-    return this.add(rec, undefined, bytes);
-  }
-
-  /** `borrowed`: the whole record, kept as a view (appendBorrowed()); else `encoded` (or its encoding) is copied. */
-  private add(rec: SequencedRecord, encoded: Buffer[] | undefined, borrowed: Buffer | null): boolean {
     this.checkIdle();
-    if (rec.seq < this.nextSeq) return this.compareStored(rec, borrowed ?? encoded);
-    if (rec.seq > this.nextSeq) {
-      throw new DrError('DR_SEQ_GAP', `record seq ${rec.seq} would leave a gap: ${this.store.dir} holds up to seq ${this.nextSeq - 1} (resend from seq ${this.nextSeq})`, { lastGoodSeq: this.nextSeq - 1 });
+    const parts = encoded ?? encodeRecord(rec);
+    return this.add(recordFields(rec, this.fields), parts[0]!, 0, byteLength(parts), parts, rec.type === 'mark' ? rec : null);
+  }
+
+  appendView(v: RecordView): boolean {
+    this.checkIdle();
+    return this.add(v, v.bytes, v.at, v.total, null, v.item !== null && v.item.type === 'mark' ? v.item : null);
+  }
+
+  /**
+   * Append the record `f` of `len` bytes whose header is at byte `at` of `bytes`: copied
+   * from `parts` (the whole record), or with `parts` null, bytes[at, at + len) itself kept
+   * until written (appendView()). `mark`: the record, when it is a MARK.
+   */
+  private add(f: RecordFields, bytes: Buffer, at: number, len: number, parts: Buffer[] | null, mark: MarkRecord | null): boolean {
+    if (f.seq < this.nextSeq) return this.compareStored(f.seq, bytes.subarray(at, at + RECORD_HEADER_SIZE));
+    if (f.seq > this.nextSeq) {
+      throw new DrError('DR_SEQ_GAP', `record seq ${f.seq} would leave a gap: ${this.store.dir} holds up to seq ${this.nextSeq - 1} (resend from seq ${this.nextSeq})`, { lastGoodSeq: this.nextSeq - 1 });
     }
     if (this.store.groupId === null) throw new DrError('DR_USAGE', 'append before begin(): the store has no volume group yet');
-    if (rec.time < this.lastTime) throw new DrError('DR_TIME_ORDER', `time of seq ${rec.seq} goes backwards (before the last stored record's)`);
-    if (rec.type === 'write' || rec.type === 'zero' || rec.type === 'signature') {
-      const vol = this.store.volumes[rec.volume];
-      const length = rec.type === 'write' ? rec.data.length : rec.length;
-      if (!vol) throw new DrError('DR_BAD_RECORD', `seq ${rec.seq} names volume ${rec.volume}, which the store does not have`);
-      if (rec.offset + length > vol.size) throw new DrError('DR_OUT_OF_RANGE', `seq ${rec.seq}: ${rec.offset}+${length} is past the end of volume ${vol.name} (${vol.size} bytes)`);
+    if (f.time < this.lastTime) throw new DrError('DR_TIME_ORDER', `time of seq ${f.seq} goes backwards (before the last stored record's)`);
+    if (f.code === RecordType.WRITE || f.code === RecordType.ZERO || f.code === RecordType.SIGNATURE) {
+      const vol = this.store.volumes[f.volume];
+      if (!vol) throw new DrError('DR_BAD_RECORD', `seq ${f.seq} names volume ${f.volume}, which the store does not have`);
+      if (f.offset + f.length > vol.size) throw new DrError('DR_OUT_OF_RANGE', `seq ${f.seq}: ${f.offset}+${f.length} is past the end of volume ${vol.name} (${vol.size} bytes)`);
     }
-    const parts = borrowed === null ? encoded ?? encodeRecord(rec) : null;
-    const len = borrowed === null ? byteLength(parts!) : borrowed.length;
     try {
-      if (!this.builder) this.startSegment(rec.seq);
+      if (!this.builder) this.startSegment(f.seq);
       else if (this.builder.summary.dataEnd + len > this.store.segmentSize && this.builder.summary.records > 0) {
-        if (borrowed !== null) {
-          this.switchSegment(rec.seq);
+        if (parts === null) {
+          this.switchSegment(f.seq);
         } else {
           this.seal();
-          this.startSegment(rec.seq);
+          this.startSegment(f.seq);
         }
       }
       const b = this.builder!;
       const offset = b.summary.dataEnd;
-      if (borrowed !== null) this.pending.borrow(borrowed);
-      else this.stage(parts!, len);
-      b.addRecord(rec, offset, borrowed ?? parts![0]!, len);
+      if (parts === null) this.pending.borrowRange(bytes, at, len);
+      else this.stage(parts, len);
+      b.addRecord(f, offset, bytes, at, len, mark);
     } catch (err) {
       throw this.failed ?? this.fail(err, `cannot append to ${this.store.dir}`);
     }
-    this.nextSeq = rec.seq + 1;
-    this.lastTime = rec.time;
+    this.nextSeq = f.seq + 1;
+    this.lastTime = f.time;
     return true;
   }
 
@@ -548,7 +553,6 @@ export class StoreAppender implements Appender {
   private markDurable(seq: number, time: number): void {
     if (seq <= this.durableSeq) return;
     this.durableSeq = seq;
-    this.durableTime = time;
     this.store.lastSeq = seq;
     this.store.lastTime = time;
     try {
@@ -620,19 +624,17 @@ export class StoreAppender implements Appender {
     this.markDurable(this.nextSeq - 1, this.lastTime);
   }
 
-  /** The record at `rec.seq` is stored: identical -> false, different -> DR_CONFLICT. */
-  private compareStored(rec: SequencedRecord, encoded?: Buffer | Buffer[]): boolean {
+  /** The record `seq`, whose 32-byte header is `hb`, is stored: identical -> false, different -> DR_CONFLICT. */
+  private compareStored(seq: number, hb: Buffer): boolean {
     const store = this.store;
-    if (rec.seq < store.firstSeq) return false; // folded into the base: nothing left to compare with
-    const first = encoded === undefined ? encodeRecord(rec)[0]! : Buffer.isBuffer(encoded) ? encoded : encoded[0]!;
-    const hb = first.subarray(0, RECORD_HEADER_SIZE);
+    if (seq < store.firstSeq) return false; // folded into the base: nothing left to compare with
     let stored: Buffer;
     try {
-      stored = this.storedHeader(rec.seq);
+      stored = this.storedHeader(seq);
     } catch (err) {
       // a prune in another process may have folded it meanwhile: then there is nothing to compare with
       const w = readWindow(store.dir);
-      if (w && rec.seq < w.firstSeq) return false;
+      if (w && seq < w.firstSeq) return false;
       throw err;
     }
     if (stored.equals(hb)) return false;
@@ -640,7 +642,7 @@ export class StoreAppender implements Appender {
     const what = stored.readUInt16LE(0) !== hb.readUInt16LE(0) ? 'its type differs'
       : stored.readBigUInt64LE(16) !== hb.readBigUInt64LE(16) ? `its time differs (stored ${stored.readBigUInt64LE(16)}, received ${hb.readBigUInt64LE(16)})`
         : `its contents differ (stored record CRC ${crc(stored)}, received ${crc(hb)})`;
-    throw new DrError('DR_CONFLICT', `record seq ${rec.seq} conflicts with the one stored in ${store.dir}: ${what}`, { lastGoodSeq: rec.seq - 1 });
+    throw new DrError('DR_CONFLICT', `record seq ${seq} conflicts with the one stored in ${store.dir}: ${what}`, { lastGoodSeq: seq - 1 });
   }
 
   private storedHeader(seq: number): Buffer {

@@ -1,12 +1,14 @@
 /**
  * A journal stream's bytes, chunk by chunk, into a store: decoded and checked by a
- * StreamParser, each record appended as it was received (the appender keeps a view of
- * the chunk, nothing is copied) and written out on the thread pool while the caller
- * reads and decodes the next chunk. Used by `dr-journal append` and `dr-ship receive`;
+ * StreamParser into RecordViews (numbers and places, no record objects), each record
+ * appended as it was received (the appender keeps the chunk's memory, nothing is
+ * copied) and written out on the thread pool while the caller reads and decodes the
+ * next chunk. Used by `dr-journal append` and `dr-ship receive`;
  * when to make records durable (sync) is theirs to decide.
  */
-import { StreamParser, type StreamItem } from '../format/codec.js';
-import type { SequencedRecord, StreamHeader } from '../format/layout.js';
+import { StreamParser } from '../format/codec.js';
+import { RecordType, type StreamHeader } from '../format/layout.js';
+import { RecordViews } from '../format/record-views.js';
 import type { Appender } from './appender.js';
 
 /** decoded bytes held back to be handed over together */
@@ -37,8 +39,8 @@ export class StreamIngest {
   private begun = false;
   private writing: Promise<void> = Promise.resolve();
   private handing: Promise<unknown> = Promise.resolve();
-  private readonly items: StreamItem[] = [];
-  private readonly raws: Buffer[] = [];
+  /** records decoded and not yet handed to the appender */
+  private readonly views = new RecordViews();
   /** bytes decoded into items not yet handed to the appender, and since when */
   private decoded = 0;
   private heldSince = 0;
@@ -61,7 +63,7 @@ export class StreamIngest {
     const before = this.parser.offset;
     let bad: unknown = null;
     try {
-      this.parser.push(chunk, this.items, this.raws);
+      this.parser.pushViews(chunk, this.views);
     } catch (err) {
       bad = err;
     }
@@ -88,13 +90,12 @@ export class StreamIngest {
     this.holdTimer = null;
     const run = async (): Promise<void> => {
       await this.writing;
-      if (this.items.length === 0) return;
+      if (this.views.length === 0) return;
       let point = false;
       try {
         point = this.take();
       } finally {
-        this.items.length = 0;
-        this.raws.length = 0;
+        this.views.clear();
         this.decoded = 0;
         this.writing = this.app.writeOut();
         this.writing.catch(() => undefined); // awaited by the next hand-over or finish()
@@ -108,22 +109,23 @@ export class StreamIngest {
 
   private take(): boolean {
     let point = false;
-    const items = this.items;
-    for (let i = 0; i < items.length; i++) {
-      const item = items[i]!;
-      if (item.type === 'header') {
+    const views = this.views;
+    for (let i = 0; i < views.length; i++) {
+      const v = views.list[i]!;
+      const item = v.item;
+      if (item === null || (item.type !== 'header' && item.type !== 'volume' && item.type !== 'end')) {
+        // a sequenced record
+        this.begin();
+        if (this.app.appendView(v)) {
+          this.appended++;
+          this.firstAppended ??= v.seq;
+          if (v.code === RecordType.FLUSH || v.code === RecordType.MARK) point = true;
+        } else this.skipped++;
+        this.lastSeq = v.seq;
+        this.bytes += v.total;
+      } else if (item.type === 'header') {
         this.hooks.onHeader?.(item);
         this.header = item;
-      } else if (item.type !== 'volume' && item.type !== 'end') {
-        this.begin();
-        const raw = this.raws[i]!;
-        if (this.app.appendBorrowed(item as SequencedRecord, raw)) {
-          this.appended++;
-          this.firstAppended ??= item.seq;
-          if (item.type === 'flush' || item.type === 'mark') point = true;
-        } else this.skipped++;
-        this.lastSeq = item.seq;
-        this.bytes += raw.length;
       } else if (item.type === 'end') this.begin();
     }
     return point;

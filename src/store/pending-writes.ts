@@ -14,6 +14,10 @@ export class PendingWrites {
   private lengths: number[] = [];
   /** bytes held */
   bytes = 0;
+  /** the Buffer last given to borrowRange(), and its memory */
+  private lastBorrowed: Buffer | null = null;
+  private lastMem: ArrayBufferLike | null = null;
+  private lastBase = 0;
 
   constructor(stagingSize: number) {
     this.staging = Buffer.allocUnsafeSlow(stagingSize);
@@ -37,6 +41,17 @@ export class PendingWrites {
   /** Keep a view of `part`: its memory must stay as it is until the bytes are taken and written. */
   borrow(part: Buffer): void {
     this.add(part.buffer, part.byteOffset, part.length);
+  }
+
+  /** borrow(b.subarray(at, at + length)) without making that view (a record of a received chunk). */
+  borrowRange(b: Buffer, at: number, length: number): void {
+    // a Buffer's .buffer is a call into the runtime: once per chunk, not per record
+    if (b !== this.lastBorrowed) {
+      this.lastBorrowed = b;
+      this.lastMem = b.buffer;
+      this.lastBase = b.byteOffset;
+    }
+    this.add(this.lastMem!, this.lastBase + at, length);
   }
 
   private add(mem: ArrayBufferLike, offset: number, length: number): void {
@@ -64,6 +79,7 @@ export class PendingWrites {
     this.lengths.length = 0;
     this.staged = 0;
     this.bytes = 0;
+    this.lastBorrowed = this.lastMem = null;
     return out;
   }
 }

@@ -14,8 +14,8 @@ import { crc32 } from 'node:zlib';
 import { DrError } from '../errors.js';
 import {
   HEADER_SIZE, RECORD_HEADER_SIZE, WRITE_DATA_AT, decodeHeader, decodePayload, decodeRecordHeader, encodeHeader, encodeRecord,
-  recordCrcMatches, idToString, type RecordHeader, type SequencedRecord, type StreamHeader, type VolumeRecord,
-  type MarkKind, type EndRecord, type FlushRecord, type MarkRecord,
+  recordCrcMatches, idToString, type RecordHeader, type StreamHeader, type VolumeRecord,
+  type MarkKind, type EndRecord, type MarkRecord, type RecordFields, RecordType,
 } from '../format/layout.js';
 import { nowMicros } from '../format/codec.js';
 import { HeaderDigest } from '../format/header-digest.js';
@@ -133,31 +133,35 @@ export class SegmentBuilder {
     this.summary.headerEnd = this.summary.dataEnd = this.summary.size = this.summary.dataEnd + length;
   }
 
-  addRecord(rec: SequencedRecord, offset: number, hb: Buffer, length: number): void {
+  /**
+   * The record `f` of `length` bytes was written at `offset`; its header is at byte `hbAt`
+   * of `hb`. `mark`: the decoded record when it is a MARK (its name and kind go in the index).
+   */
+  addRecord(f: RecordFields, offset: number, hb: Buffer, hbAt: number, length: number, mark: MarkRecord | null): void {
     const s = this.summary;
-    this.digest.update(hb);
+    this.digest.update(hb, hbAt);
     this.streamRecordCount++;
-    if (s.records === 0) s.firstTime = rec.time;
+    if (s.records === 0) s.firstTime = f.time;
     s.records++;
-    s.lastSeq = rec.seq;
-    s.lastTime = rec.time;
+    s.lastSeq = f.seq;
+    s.lastTime = f.time;
     s.dataEnd = s.size = offset + length;
     this.offsets.push(offset);
-    if (offset - this.lastSparse >= SPARSE_EVERY) this.addSparse(rec, offset);
-    switch (rec.type) {
-      case 'write':
-        this.extents.push(rec.seq, rec.volume, rec.offset, rec.data.length, offset + WRITE_DATA_AT);
-        s.writeBytes += rec.data.length;
+    if (offset - this.lastSparse >= SPARSE_EVERY) this.addSparse(f, offset);
+    switch (f.code) {
+      case RecordType.WRITE:
+        this.extents.push(f.seq, f.volume, f.offset, f.length, offset + WRITE_DATA_AT);
+        s.writeBytes += f.length;
         break;
-      case 'zero':
-        this.extents.push(rec.seq, rec.volume, rec.offset, rec.length, -1);
-        s.zeroBytes += rec.length;
+      case RecordType.ZERO:
+        this.extents.push(f.seq, f.volume, f.offset, f.length, -1);
+        s.zeroBytes += f.length;
         break;
-      case 'flush':
-        this.addFlush(rec);
+      case RecordType.FLUSH:
+        this.addFlush(f);
         break;
-      case 'mark':
-        this.addMark(rec);
+      case RecordType.MARK:
+        if (mark) this.addMark(mark);
         break;
       default:
         break;
@@ -169,13 +173,13 @@ export class SegmentBuilder {
   // inline into addRecord(): the first entry of each segment's new (empty) arrays changes
   // their element kind, which would otherwise throw addRecord's optimised code away once
   // more for later segments (a 1 GiB append optimised it 5 times, now 2).
-  private addSparse(rec: SequencedRecord, offset: number): void {
-    this.summary.sparse.push([rec.seq, rec.time, offset]);
+  private addSparse(f: RecordFields, offset: number): void {
+    this.summary.sparse.push([f.seq, f.time, offset]);
     this.lastSparse = offset;
   }
 
-  private addFlush(rec: FlushRecord): void {
-    this.summary.flushes.push([rec.seq, rec.time]);
+  private addFlush(f: RecordFields): void {
+    this.summary.flushes.push([f.seq, f.time]);
   }
 
   private addMark(rec: MarkRecord): void {
@@ -384,7 +388,7 @@ export function scanSegment(file: string, expectSeq?: number, opts: { trustUpTo?
         } else {
           if (rec.seq !== b.summary.lastSeq + 1) throw new Error(`seq ${rec.seq} follows ${b.summary.lastSeq}`);
           if (rec.time < b.summary.lastTime) throw new Error(`time of seq ${rec.seq} goes backwards`);
-          b.addRecord(rec, r.offset, r.hb, len);
+          b.addRecord(r.h, r.offset, r.hb, 0, len, rec.type === 'mark' ? rec : null);
         }
       } catch (err) {
         fault = `invalid record at byte ${r.offset}: ${(err as Error).message}`;
