@@ -1,7 +1,8 @@
 // dr-journal / journal store benchmarks, each drkit figure next to its peer in the same run:
-//   1. append: `dr-journal append DIR < stream` (durable: fdatasync at the end) vs
-//      `cat stream > file && sync file` of the same bytes on the same disk, BENCH_ROUNDS
-//      (default 5) alternating rounds, the median of each
+//   1. append: `dr-journal append DIR < stream` (durable at every FLUSH: an fdatasync after
+//      each, group commit) vs `cat stream > file && sync file` of the same bytes on the same
+//      disk, BENCH_ROUNDS (default 5) alternating rounds, the median of each; at the full
+//      size also a diagnostic row, the floor of any Node append (scripts/lib/append-floor.mjs)
 //   2. cat --from a seq near the end of the journal vs near the start: time to the first byte
 //   3. restore at the latest point of a 1 GiB (BENCH_SIZE_MIB) volume through the point-in-time
 //      reader (writing an image file) vs `cp` of an image of the same size
@@ -20,6 +21,7 @@ import { must, timed, streamFile } from '../lib/bench.mjs';
 const MiB = 1 << 20;
 const root = new URL('../../', import.meta.url).pathname;
 const BIN = join(root, 'bin', 'dr-journal');
+const FLOOR = join(root, 'scripts', 'lib', 'append-floor.mjs');
 
 // ------------------------------------------------------------------ restore child mode
 if (process.argv[2] === '--restore-child') {
@@ -130,11 +132,18 @@ async function run(bytes, full) {
   // so a lone run of each mostly measures which one ran after a large file was deleted.
   const peers = [];
   const apps = [];
+  const floors = [];
   for (let round = 0; round < ROUNDS; round++) {
     rmSync(store, { recursive: true, force: true });
     warm(stream);
     peers.push(timed(...sh(`cat '${stream}' > '${copy}' && sync '${copy}'`)));
     rmSync(copy, { force: true });
+    if (full) {
+      // the diagnostic floor (scripts/lib/append-floor.mjs), in the same rounds
+      warm(stream);
+      floors.push(timed(process.execPath, [FLOOR, copy], { stdinPath: stream }));
+      rmSync(copy, { force: true });
+    }
     warm(stream);
     apps.push(timed(process.execPath, [BIN, 'append', store], { stdio: [openSync(stream, 'r'), 'ignore', 'pipe'] }));
   }
@@ -146,6 +155,14 @@ async function run(bytes, full) {
     ratio: +(peer.s / app.s).toFixed(2), higher_is_better: true, drkit_peak_mib: Math.max(...apps.map((a) => a.peak)), bytes: statSync(stream).size,
     note: `${n} writes, FLUSH every 1024 (each followed by an fdatasync, group commit), 64 MiB segments; median of ${ROUNDS} alternating rounds (drkit ${apps.map((a) => a.s.toFixed(2)).join('/')} s, peer ${peers.map((a) => a.s.toFixed(2)).join('/')} s); CPU s drkit ${app.cpu} vs peer ${peer.cpu}; target ratio >= 0.8`,
   });
+  if (full) {
+    const floor = median(floors);
+    emit({
+      name: `append ${mib} MiB (diagnostic: the floor, no decoding, checks or index)`, drkit_s: +floor.s.toFixed(3), peer: 'cat > file && sync file', peer_s: +peer.s.toFixed(3),
+      ratio: +(peer.s / floor.s).toFixed(2), higher_is_better: true, drkit_peak_mib: Math.max(...floors.map((a) => a.peak)),
+      note: `not drkit: scripts/lib/append-floor.mjs, the least an append in Node does (read and CRC-32 every byte on a worker thread, write on the thread pool, fdatasync every 4 MiB, group commit), in the same rounds as the rows above (${floors.map((a) => a.s.toFixed(2)).join('/')} s); what dr-journal append spends beyond it is decoding, checks, the index and segments; CPU s ${floor.cpu}`,
+    });
+  }
   rmSync(stream, { force: true });
   // cat from near the end vs near the start: time to first byte
   const ends = [];

@@ -161,7 +161,8 @@ export class SegmentBuilder {
         this.addFlush(f);
         break;
       case RecordType.MARK:
-        if (mark) this.addMark(mark);
+        if (mark === null) throw new Error(`MARK seq ${f.seq} came without its name and kind`);
+        this.addMark(mark);
         break;
       default:
         break;
