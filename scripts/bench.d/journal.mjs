@@ -188,14 +188,24 @@ async function run(bytes, full) {
     const outDir = process.env.BENCH_OUT_DIR ?? (statfsRoom('/dev/shm', 2 * size + 64 * MiB) ? '/dev/shm' : dir);
     const out = join(outDir, `drkit-bench-restored-${process.pid}.img`);
     const cpOut = join(outDir, `drkit-bench-cp-${process.pid}.img`);
-    warm(img);
-    const cp = timed('cp', [img, cpOut]);
-    const res = timed(process.execPath, [new URL(import.meta.url).pathname, '--restore-child', store, out]);
+    // 3 alternating rounds, each output removed before the next run: a lone cp onto fresh
+    // tmpfs memory took 0.5 s in one run and 2.1 s in another
+    const cps = [];
+    const ress = [];
+    for (let round = 0; round < 3; round++) {
+      warm(img);
+      cps.push(timed('cp', [img, cpOut]));
+      rmSync(cpOut, { force: true });
+      ress.push(timed(process.execPath, [new URL(import.meta.url).pathname, '--restore-child', store, out]));
+      rmSync(out, { force: true });
+    }
+    const cp = median(cps);
+    const res = median(ress);
     const detail = JSON.parse(res.stderr.trim().split('\n').pop());
     emit({
       name: `restore latest of a ${size / MiB} MiB volume from a ${mib} MiB journal of random 4 KiB writes`, drkit_s: +res.s.toFixed(3), peer: 'cp of an image',
-      peer_s: +cp.s.toFixed(3), ratio: +(cp.s / res.s).toFixed(2), higher_is_better: true, drkit_peak_mib: res.peak, bytes: size,
-      note: `point-in-time reader (pread per block run), output to ${outDir}: block map ready in ${detail.ready.toFixed(3)}s, first 4 MiB read at ${detail.first.toFixed(3)}s; CPU s drkit ${res.cpu} vs cp ${cp.cpu}; target ratio >= 0.67 (1.5x cp)`,
+      peer_s: +cp.s.toFixed(3), ratio: +(cp.s / res.s).toFixed(2), higher_is_better: true, drkit_peak_mib: Math.max(...ress.map((r) => r.peak)), bytes: size,
+      note: `point-in-time reader (pread per block run), output to ${outDir}: block map ready in ${detail.ready.toFixed(3)}s, first 4 MiB read at ${detail.first.toFixed(3)}s; median of 3 alternating rounds (drkit ${ress.map((r) => r.s.toFixed(2)).join('/')} s, cp ${cps.map((r) => r.s.toFixed(2)).join('/')} s); CPU s drkit ${res.cpu} vs cp ${cp.cpu}; target ratio >= 0.67 (1.5x cp)`,
     });
     rmSync(out, { force: true });
     rmSync(cpOut, { force: true });
