@@ -145,7 +145,7 @@ async function run(bytes, full) {
       rmSync(copy, { force: true });
     }
     warm(stream);
-    apps.push(timed(process.execPath, [BIN, 'append', store], { stdio: [openSync(stream, 'r'), 'ignore', 'pipe'] }));
+    apps.push(timed(process.execPath, [BIN, 'append', store], { stdinPath: stream }));
   }
   const peer = median(peers);
   const app = median(apps);
@@ -207,8 +207,6 @@ async function run(bytes, full) {
       peer_s: +cp.s.toFixed(3), ratio: +(cp.s / res.s).toFixed(2), higher_is_better: true, drkit_peak_mib: Math.max(...ress.map((r) => r.peak)), bytes: size,
       note: `point-in-time reader (pread per block run), output to ${outDir}: block map ready in ${detail.ready.toFixed(3)}s, first 4 MiB read at ${detail.first.toFixed(3)}s; median of 3 alternating rounds (drkit ${ress.map((r) => r.s.toFixed(2)).join('/')} s, cp ${cps.map((r) => r.s.toFixed(2)).join('/')} s); CPU s drkit ${res.cpu} vs cp ${cp.cpu}; target ratio >= 0.67 (1.5x cp)`,
     });
-    rmSync(out, { force: true });
-    rmSync(cpOut, { force: true });
     rmSync(img, { force: true });
   } else {
     const out = join(dir, 'restored.img');

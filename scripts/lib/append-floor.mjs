@@ -11,6 +11,7 @@ import { openSync, readSync, fdatasync, write } from 'node:fs';
 import { promisify } from 'node:util';
 import { crc32 } from 'node:zlib';
 import { Worker, isMainThread, workerData, parentPort } from 'node:worker_threads';
+import { GroupCommit } from '../../dist/store/group-commit.js';
 
 const CHUNK = 1 << 20;
 const BUFFERS = 4;
@@ -41,21 +42,9 @@ if (!isMainThread) {
   const control = new SharedArrayBuffer(4 * BUFFERS);
   const state = new Int32Array(control);
   const reader = new Worker(new URL(import.meta.url), { workerData: { shared, control } });
-  let syncing = null;
-  let again = false;
-  const requestSync = () => {
-    if (syncing) {
-      again = true;
-      return;
-    }
-    syncing = sync(out).then(() => {
-      syncing = null;
-      if (again) {
-        again = false;
-        requestSync();
-      }
-    });
-  };
+  // the store's own group commit (src/store/group-commit.ts)
+  let syncFailure = null;
+  const commits = new GroupCommit(() => sync(out), { failed: (err) => (syncFailure = err) });
   let pos = 0;
   let unsynced = 0;
   let chain = Promise.resolve();
@@ -71,7 +60,7 @@ if (!isMainThread) {
           unsynced += n;
           if (unsynced >= SYNC_EVERY) {
             unsynced = 0;
-            requestSync();
+            commits.request();
           }
         }
         Atomics.store(state, i, 0);
@@ -80,7 +69,8 @@ if (!isMainThread) {
       }, reject);
     });
   });
-  while (syncing) await syncing;
+  await commits.settle();
+  if (syncFailure) throw syncFailure;
   await sync(out);
   process.exit(0);
 }
