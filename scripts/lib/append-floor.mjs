@@ -26,7 +26,7 @@ if (!isMainThread) {
   let crc = 0;
   for (let k = 0; ; k++) {
     const i = k % BUFFERS;
-    while (Atomics.load(state, i) !== 0) Atomics.wait(state, i, Atomics.load(state, i));
+    for (let v; (v = Atomics.load(state, i)) !== 0; ) Atomics.wait(state, i, v);
     const n = readSync(0, bufs[i], 0, CHUNK, null);
     for (let at = 0; at < n; at += PIECE) crc = crc32(bufs[i].subarray(at, Math.min(n, at + PIECE)), crc);
     Atomics.store(state, i, n === 0 ? -1 : n);
