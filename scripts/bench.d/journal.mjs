@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StreamWriter } from '../../dist/format/codec.js';
-import { must, timed, streamFile } from '../lib/bench.mjs';
+import { median, must, timed, streamFile, warm } from '../lib/bench.mjs';
 
 const MiB = 1 << 20;
 const root = new URL('../../', import.meta.url).pathname;
@@ -111,15 +111,6 @@ function firstByte(store, from) {
       if (!got) reject(new Error(`cat exited ${c} without output`));
     });
   });
-}
-
-/** The run of median wall time. */
-function median(runs) {
-  return [...runs].sort((x, y) => x.s - y.s)[Math.floor(runs.length / 2)];
-}
-
-function warm(path) {
-  must('sh', ['-c', `cat '${path}' > /dev/null`]);
 }
 
 async function run(bytes, full) {
